@@ -1,0 +1,1 @@
+"""research.averaging (being built)."""

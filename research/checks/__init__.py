@@ -1,0 +1,1 @@
+"""research.checks (being built)."""

@@ -1,0 +1,1 @@
+"""research.data (being built)."""

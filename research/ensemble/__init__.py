@@ -1,0 +1,1 @@
+"""research.ensemble (being built)."""

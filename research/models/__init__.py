@@ -1,0 +1,1 @@
+"""research.models (being built)."""

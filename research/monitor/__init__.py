@@ -1,0 +1,1 @@
+"""research.monitor (being built)."""

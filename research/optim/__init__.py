@@ -1,0 +1,1 @@
+"""research.optim (being built)."""

@@ -1,0 +1,1 @@
+"""research.search (being built)."""
