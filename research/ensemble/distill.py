@@ -1,0 +1,171 @@
+"""Knowledge distillation: one student trained on an ensemble's soft targets (Hinton et al. 2015).
+
+Loss per example, with student logits ``z``, the teacher's soft targets ``p_T`` at temperature T
+(the ensemble's mean of ``softmax(z_k / T)``), hard label ``y`` and mixing weight ``alpha``:
+
+    L = alpha * T**2 * KL(p_T || softmax(z / T)) + (1 - alpha) * CE(softmax(z), y).
+
+Why ``T**2``: the soft term's gradient w.r.t. the logits is ``(softmax(z / T) - p_T) / T``; for
+large T (zero-mean logits) that is ``~ (z - z_teacher) / (C T**2)``, so without the factor the soft
+targets' contribution would fade as ``1/T**2`` whenever T is changed. Multiplying by ``T**2`` keeps
+the relative weight of soft and hard terms independent of T. (KL rather than soft cross-entropy:
+they differ by the teacher's entropy, a constant, so the gradients are identical and KL is 0 at a
+perfect match.)
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+Params = Any
+
+
+def distillation_loss(student_logits: jax.Array, teacher_probs: jax.Array, labels: jax.Array,
+                      temperature: float, alpha: float) -> tuple[jax.Array, dict]:
+  """Mean over the batch of ``alpha T^2 KL(p_T || softmax(z/T)) + (1 - alpha) CE(z, y)``.
+
+  Args:
+    student_logits: ``(B, C)``.
+    teacher_probs: the teacher's probabilities at temperature T, ``(B, C)``, rows summing to 1.
+    labels: integer labels ``(B,)``.
+    temperature: T > 0.
+    alpha: weight of the soft term in [0, 1] (0: hard labels only; 1: soft targets only).
+
+  Returns:
+    ``(loss, {'soft_loss': KL (unscaled), 'hard_loss': CE})``.
+  """
+  if not temperature > 0:
+    raise ValueError(f"temperature={temperature!r} must be > 0.")
+  if not 0.0 <= alpha <= 1.0:
+    raise ValueError(f"alpha={alpha!r} must be in [0, 1].")
+  log_q = jax.nn.log_softmax(student_logits / temperature, axis=-1)
+  p = teacher_probs.astype(log_q.dtype)
+  # KL(p || q) = sum p (log p - log q), with 0 log 0 = 0.
+  log_p = jnp.where(p > 0, jnp.log(jnp.where(p > 0, p, 1.0)), 0.0)
+  soft = jnp.mean(jnp.sum(p * (log_p - log_q), axis=-1))
+  hard = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(student_logits, labels))
+  loss = alpha * temperature ** 2 * soft + (1.0 - alpha) * hard
+  return loss, {"soft_loss": soft, "hard_loss": hard}
+
+
+class StudentState(NamedTuple):
+  """The student's training state (params, batch-norm statistics, optimizer state, dropout key)."""
+  params: Params
+  batch_stats: Params
+  opt_state: optax.OptState
+  rng: jax.Array
+
+
+class StudentResult(NamedTuple):
+  """The best-validation student and its history."""
+  params: Params
+  batch_stats: Params
+  history: list
+  best_val_accuracy: float
+  best_epoch: int
+
+
+def make_distill_step(model: nn.Module, tx: optax.GradientTransformation, temperature: float,
+                      alpha: float) -> Callable:
+  """``step(state, x, y, teacher_probs) -> (state, metrics)``: one jittable distillation update."""
+
+  def step(state: StudentState, x, y, teacher_probs):
+    rng, dropout_key = jax.random.split(state.rng)
+
+    def loss_fn(params):
+      rngs = {"dropout": dropout_key}
+      if state.batch_stats:
+        logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, x,
+                                      train=True, rngs=rngs, mutable=["batch_stats"])
+        batch_stats = updates["batch_stats"]
+      else:
+        logits = model.apply({"params": params}, x, train=True, rngs=rngs)
+        batch_stats = state.batch_stats
+      loss, aux = distillation_loss(logits, teacher_probs, y, temperature, alpha)
+      return loss, (aux, batch_stats, logits)
+
+    (loss, (aux, batch_stats, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": loss, **aux, "accuracy": jnp.mean(jnp.argmax(logits, -1) == y)}
+    return StudentState(params, batch_stats, opt_state, rng), metrics
+
+  return step
+
+
+def _eval_accuracy(model, params, batch_stats, x, y, batch_size=512) -> float:
+  variables = {"params": params}
+  if batch_stats:
+    variables["batch_stats"] = batch_stats
+  fn = jax.jit(lambda v, xb: model.apply(v, xb, train=False))
+  correct = 0
+  for start in range(0, len(x), batch_size):
+    logits = fn(variables, jnp.asarray(x[start:start + batch_size], jnp.float32))
+    correct += int(np.sum(np.argmax(np.asarray(logits), -1) == y[start:start + batch_size]))
+  return correct / len(x)
+
+
+def train_student(model: nn.Module, tx: optax.GradientTransformation, variables: dict,
+                  x_train: np.ndarray, y_train: np.ndarray, teacher_probs: np.ndarray,
+                  x_val: np.ndarray, y_val: np.ndarray, *, temperature: float, alpha: float,
+                  num_epochs: int, batch_size: int, seed: int = 0,
+                  log: Callable[[str], None] | None = None) -> StudentResult:
+  """Trains ``model`` from ``variables`` on soft targets + hard labels; keeps the best-val epoch.
+
+  ``teacher_probs`` are the ensemble's probabilities at temperature T on ``x_train`` (row i for
+  example i). Data order is reshuffled every epoch with ``seed``; the last partial batch is
+  dropped (static shapes, one compiled step). ``alpha = 0`` is the same recipe on hard labels only
+  (the baseline a distilled student should be compared with).
+  """
+  if len(teacher_probs) != len(x_train):
+    raise ValueError(f"teacher_probs has {len(teacher_probs)} rows but x_train has "
+                     f"{len(x_train)} examples.")
+  if num_epochs < 1:
+    raise ValueError(f"num_epochs={num_epochs!r} must be >= 1.")
+  if batch_size < 1 or batch_size > len(x_train):
+    raise ValueError(f"batch_size={batch_size!r} must be in [1, {len(x_train)}].")
+  # Copies: the jitted step donates its state, and the caller keeps its variables.
+  params = jax.tree.map(jnp.copy, variables["params"])
+  batch_stats = jax.tree.map(jnp.copy, variables.get("batch_stats", {}) or {})
+  state = StudentState(params, batch_stats, tx.init(params),
+                       jax.random.fold_in(jax.random.PRNGKey(seed), 1))
+  step = jax.jit(make_distill_step(model, tx, temperature, alpha), donate_argnums=0)
+  x_train = np.asarray(x_train, np.float32)
+  teacher_probs = np.asarray(teacher_probs, np.float32)
+  order_rng = np.random.default_rng(seed)
+  steps_per_epoch = len(x_train) // batch_size
+  best = (-1.0, 0, params, batch_stats)
+  history = []
+  for epoch in range(1, num_epochs + 1):
+    start = time.perf_counter()
+    perm = order_rng.permutation(len(x_train))
+    losses = []
+    for i in range(steps_per_epoch):
+      idx = perm[i * batch_size:(i + 1) * batch_size]
+      state, metrics = step(state, x_train[idx], y_train[idx], teacher_probs[idx])
+      losses.append(metrics["loss"])
+    val_acc = _eval_accuracy(model, state.params, state.batch_stats, x_val, y_val)
+    row = {"epoch": epoch, "train_loss": float(np.mean(jax.device_get(losses))),
+           "val_accuracy": val_acc, "time": time.perf_counter() - start}
+    history.append(row)
+    if log:
+      log(f"student epoch {epoch}: loss {row['train_loss']:.4f} val acc {val_acc:.4f}")
+    if val_acc > best[0]:
+      best = (val_acc, epoch, jax.tree.map(jnp.copy, state.params),
+              jax.tree.map(jnp.copy, state.batch_stats))
+  return StudentResult(params=best[2], batch_stats=best[3], history=history,
+                       best_val_accuracy=best[0], best_epoch=best[1])
+
+
+def gain_kept(student: float, single: float, ensemble: float) -> float:
+  """Fraction of the ensemble's gain over a single model that the student keeps:
+  ``(student - single) / (ensemble - single)`` (nan when the ensemble gains nothing)."""
+  gain = ensemble - single
+  return float("nan") if abs(gain) < 1e-12 else (student - single) / gain
