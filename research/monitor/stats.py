@@ -1,0 +1,195 @@
+"""Jittable babysitting statistics, computed inside the jitted train step.
+
+Everything here is a pure function of pytrees with static output shapes (fixed bin counts), so it
+can run inside ``jax.jit``/``jax.vmap`` every ``config.monitor.every_steps`` steps (e.g. under a
+``jax.lax.cond`` on ``step % every_steps == 0``, or in a separate jitted "monitored" step that the
+loop calls every N steps).
+
+How the training loop uses it (the data path)::
+
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(...)
+    # activations: apply the model with mutable=['intermediates'] (models sow 'act_{i}')
+    logits, mutated = model.apply(variables, x, train=True, mutable=['intermediates', ...])
+    updates, opt_state = tx.update(grads, opt_state, params)
+    ratios = update_ratios(updates, params)          # params BEFORE apply_updates
+    stats = layer_statistics(mutated['intermediates'], grads, activation, bins)
+    # host side, after jax.device_get:
+    writer.write_update_ratios(epoch, ratios)
+    writer.write_layer_statistics(epoch, stats)       # histograms + dead/saturated fractions
+
+Keys: parameter leaves are named by their path joined with '/', e.g. ``Dense_0/kernel``;
+activation layers by their sow name, e.g. ``act_0``.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+
+# Thresholds defining a "saturated" unit: tanh |h| > 0.99; sigmoid h < 0.01 or h > 0.99.
+SATURATION_MARGIN = 0.01
+
+# Fixed activation-histogram ranges (values outside are counted in the end bins). relu's upper
+# end is a judgement call: with standardized inputs and He/Xavier init, post-activations are O(1).
+DEFAULT_ACTIVATION_RANGES = {
+    "relu": (0.0, 5.0),
+    "tanh": (-1.0, 1.0),
+    "sigmoid": (0.0, 1.0),
+}
+ACTIVATIONS = tuple(DEFAULT_ACTIVATION_RANGES)
+
+
+def leaf_name(path) -> str:
+  """'Dense_0/kernel' for the key path ``('Dense_0', 'kernel')`` of a flax params dict."""
+  return jax.tree_util.keystr(path, simple=True, separator="/")
+
+
+def named_leaves(tree: Any) -> dict[str, jax.Array]:
+  """Flattens a pytree into ``{path string: leaf}`` (see :func:`leaf_name`)."""
+  leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+  return {leaf_name(path): leaf for path, leaf in leaves}
+
+
+def _norm(x: jax.Array) -> jax.Array:
+  x = jnp.asarray(x)
+  return jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.float32))))
+
+
+def update_ratios(updates: Any, params: Any, eps: float = 1e-12) -> dict[str, jax.Array]:
+  """Update/weight ratio per parameter leaf: ``||update||_2 / (||param||_2 + eps)``.
+
+  ``updates`` is the delta that ``optax.apply_updates`` ADDS (already scaled by the learning
+  rate), ``params`` the parameters it is added to (before the update). The playbook's rule of
+  thumb (CS231n, "Babysitting the learning process"): the ratio should be around 1e-3 for the
+  weights; much lower means the learning rate is likely too low, much higher too high. Biases often
+  start at zero, so their ratio is huge early on; judge the ``.../kernel`` leaves.
+
+  Returns:
+    ``{'Dense_0/kernel': scalar float32, ...}`` with the same leaves as ``params``.
+  """
+  named_updates = named_leaves(updates)
+  named_params = named_leaves(params)
+  if named_updates.keys() != named_params.keys():
+    raise ValueError(
+        "update_ratios: updates and params must have the same leaves; got updates="
+        f"{sorted(named_updates)} params={sorted(named_params)}")
+  return {name: _norm(named_updates[name]) / (_norm(named_params[name]) + eps)
+          for name in named_params}
+
+
+def histogram(values: jax.Array, bins: int, value_range: tuple[Any, Any]) -> jax.Array:
+  """Counts of ``values`` in ``bins`` equal bins over ``value_range``; static shape ``(bins,)``.
+
+  Values outside the range are counted in the first/last bin (so the counts sum to
+  ``values.size``); NaNs are not counted. Works with traced range endpoints.
+  """
+  if bins < 1:
+    raise ValueError(f"bins must be a positive integer, got bins={bins!r}")
+  values = jnp.ravel(jnp.asarray(values)).astype(jnp.float32)
+  lo = jnp.asarray(value_range[0], jnp.float32)
+  hi = jnp.asarray(value_range[1], jnp.float32)
+  width = jnp.where(hi > lo, hi - lo, 1.0)
+  index = jnp.floor((values - lo) / width * bins)
+  index = jnp.clip(jnp.nan_to_num(index, nan=-1.0), 0, bins - 1).astype(jnp.int32)
+  weights = jnp.where(jnp.isnan(values), 0.0, 1.0)
+  return jnp.zeros((bins,), jnp.float32).at[index].add(weights)
+
+
+def _activation_layers(intermediates: Any) -> dict[str, jax.Array]:
+  """``{'act_0': array, ...}`` from a flax 'intermediates' collection (sow stores tuples).
+
+  Accepts the collection itself, or the whole mutated-variables dict containing it, and nested
+  submodules (``{'MLP_0': {'act_0': (h,)}}``); the layer name is the last path component that
+  starts with ``act_``. Several sown values for one name are concatenated along the batch axis.
+  """
+  if isinstance(intermediates, Mapping) and "intermediates" in intermediates:
+    intermediates = intermediates["intermediates"]
+  layers: dict[str, list[jax.Array]] = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(intermediates)[0]:
+    parts = leaf_name(path).split("/")
+    names = [p for p in parts if p.startswith("act_")]
+    if not names:
+      continue
+    layers.setdefault(names[-1], []).append(leaf)
+  out = {}
+  for name, values in layers.items():
+    out[name] = values[0] if len(values) == 1 else jnp.concatenate(
+        [jnp.reshape(v, (-1,) + v.shape[1:]) for v in values], axis=0)
+  # Natural order act_0, act_1, ..., act_10.
+  return dict(sorted(out.items(), key=lambda kv: (len(kv[0]), kv[0])))
+
+
+def activation_statistics(h: jax.Array, activation: str, bins: int,
+                          value_range: tuple[float, float] | None = None) -> dict[str, jax.Array]:
+  """Statistics of one layer's post-activation output ``h`` (batch first, features last).
+
+  * ``act_counts`` (bins,), ``act_edges`` (bins + 1,): histogram over the fixed range;
+  * ``act_mean``, ``act_std``;
+  * relu: ``dead_fraction`` = fraction of units (last axis; for conv maps, channels over all
+    positions) that are exactly zero for EVERY example of the batch;
+  * tanh: ``saturated_fraction`` = fraction of values with ``|h| > 1 - 0.01``;
+    sigmoid: fraction with ``h < 0.01`` or ``h > 0.99``.
+  """
+  if activation not in DEFAULT_ACTIVATION_RANGES:
+    raise ValueError(f"activation={activation!r} is not known; known: {list(ACTIVATIONS)}")
+  if value_range is None:
+    value_range = DEFAULT_ACTIVATION_RANGES[activation]
+  h = jnp.asarray(h).astype(jnp.float32)
+  stats = {
+      "act_counts": histogram(h, bins, value_range),
+      "act_edges": jnp.linspace(value_range[0], value_range[1], bins + 1, dtype=jnp.float32),
+      "act_mean": jnp.mean(h),
+      "act_std": jnp.std(h),
+  }
+  if activation == "relu":
+    active_somewhere = jnp.any(h.reshape(-1, h.shape[-1]) > 0, axis=0)
+    stats["dead_fraction"] = 1.0 - jnp.mean(active_somewhere.astype(jnp.float32))
+  elif activation == "tanh":
+    stats["saturated_fraction"] = jnp.mean((jnp.abs(h) > 1 - SATURATION_MARGIN).astype(jnp.float32))
+  else:  # sigmoid
+    saturated = (h < SATURATION_MARGIN) | (h > 1 - SATURATION_MARGIN)
+    stats["saturated_fraction"] = jnp.mean(saturated.astype(jnp.float32))
+  return stats
+
+
+def gradient_statistics(g: jax.Array, bins: int) -> dict[str, jax.Array]:
+  """Histogram of one gradient leaf over the symmetric range ``[-max|g|, max|g|]``, plus its norm.
+
+  The edges depend on the data (gradients span orders of magnitude), but the SHAPES are static:
+  ``grad_counts`` (bins,), ``grad_edges`` (bins + 1,), ``grad_norm`` scalar.
+  """
+  g = jnp.asarray(g).astype(jnp.float32)
+  bound = jnp.max(jnp.abs(g))
+  bound = jnp.where(jnp.isfinite(bound) & (bound > 0), bound, 1.0)
+  return {
+      "grad_counts": histogram(g, bins, (-bound, bound)),
+      "grad_edges": jnp.linspace(-1.0, 1.0, bins + 1, dtype=jnp.float32) * bound,
+      "grad_norm": _norm(g),
+  }
+
+
+def layer_statistics(intermediates: Any, grads: Any, activation: str, bins: int,
+                     value_range: tuple[float, float] | None = None
+                     ) -> dict[str, dict[str, jax.Array]]:
+  """Per-layer activation and per-leaf gradient statistics (jittable, static shapes).
+
+  Args:
+    intermediates: the flax ``'intermediates'`` collection (or the mutated variables dict holding
+      it) from ``model.apply(..., mutable=['intermediates'])``; layers sow ``act_{i}``.
+    grads: the gradient pytree (same structure as params).
+    activation: ``'relu' | 'tanh' | 'sigmoid'`` (static), selects dead vs saturated fraction.
+    bins: number of histogram bins (static), ``config.monitor.histogram_bins``.
+    value_range: fixed activation-histogram range; default per activation
+      (``DEFAULT_ACTIVATION_RANGES``).
+
+  Returns:
+    ``{'act_0': {act_counts, act_edges, act_mean, act_std, dead_fraction | saturated_fraction},
+       ..., 'Dense_0/kernel': {grad_counts, grad_edges, grad_norm}, ...}``.
+  """
+  out: dict[str, dict[str, jax.Array]] = {}
+  for name, h in _activation_layers(intermediates).items():
+    out[name] = activation_statistics(h, activation, bins, value_range)
+  for name, g in named_leaves(grads).items():
+    out[name] = gradient_statistics(g, bins)
+  return out
