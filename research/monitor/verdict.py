@@ -166,7 +166,7 @@ def _accuracy_rules(records: list[Mapping[str, Any]], t: Thresholds) -> list[Dia
     stop = (f"; validation accuracy peaked at epoch {best_epoch:g}"
             if best_epoch < val_epochs[-1] else "")
     return [Diagnosis("overfitting", f"train accuracy {tr:.1%} vs validation "
-                      f"{va:.1%} (gap {gap:.1%}): raise regularization (config.loss.l2 / "
+                      f"{va:.1%} (gap {100 * gap:.1f} points, last 3 epochs): raise regularization (config.loss.l2 / "
                       "optimizer.weight_decay, model.dropout), get more data, or stop "
                       f"earlier{stop}")]
   if abs(gap) < t.underfit_gap and tr < t.underfit_accuracy:
