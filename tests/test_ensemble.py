@@ -109,3 +109,38 @@ def test_errors_name_the_bad_value(data):
     members_lib.softmax(np.zeros((2, 2)), temperature=0)
   with pytest.raises(ValueError, match=r"shape \(K, N, C\)"):
     combine.ensemble_probabilities(np.zeros((2, 2)))
+
+
+def test_checkpoint_ensemble_loads_exactly_the_requested_steps(tmp_path, data):
+  from research.ensemble import snapshots
+  x, _ = data
+  model = _Mlp()
+  base = model.init(jax.random.PRNGKey(0), x[:1])
+  writer = snapshots.SnapshotWriter(str(tmp_path / "snaps"))
+  for epoch in range(1, 6):  # the value of every leaf encodes the epoch
+    writer.save(epoch, jax.tree.map(lambda v, e=epoch: jnp.full_like(v, e), base),
+                {"epoch": epoch, "val_accuracy": epoch / 10})
+  writer.close()
+  assert snapshots.list_snapshots(str(tmp_path / "snaps")) == [1, 2, 3, 4, 5]
+  ms = snapshots.members_from_snapshots(str(tmp_path / "snaps"), model, steps=[4, 2])
+  assert [m.info["epoch"] for m in ms] == [4, 2]
+  for m, epoch in zip(ms, [4, 2]):
+    chex.assert_trees_all_equal(m.variables, jax.tree.map(lambda v, e=epoch: np.full_like(v, e),
+                                                          base))
+  with pytest.raises(ValueError, match=r"step=7 is not in .*saved steps: \[1, 2, 3, 4, 5\]"):
+    snapshots.members_from_snapshots(str(tmp_path / "snaps"), model, steps=[7])
+
+
+def test_stacked_snapshot_unstacks_into_members(tmp_path, data):
+  from research.ensemble import snapshots
+  x, _ = data
+  ms = _members(3)
+  writer = snapshots.SnapshotWriter(str(tmp_path / "s"))
+  writer.save(1, members_lib.stack_variables([m.variables for m in ms]), {"stacked": True})
+  writer.close()
+  loaded = snapshots.members_from_snapshots(str(tmp_path / "s"), ms[0].model)
+  assert [m.info["member"] for m in loaded] == [0, 1, 2]
+  for m, l in zip(ms, loaded):
+    chex.assert_trees_all_equal(m.variables, l.variables)
+  one = snapshots.members_from_snapshots(str(tmp_path / "s"), ms[0].model, member_index=2)
+  chex.assert_trees_all_equal(one[0].variables, ms[2].variables)
