@@ -25,7 +25,7 @@ _RULES: dict[str, tuple[Callable[..., optax.GradientTransformation], tuple[str, 
     "sgd": (rules.sgd_rule, ()),
     "momentum": (rules.momentum_rule, ("mu",)),
     "nesterov": (rules.nesterov_rule, ("mu",)),
-    "nesterov_lookahead": (rules.nesterov_lookahead_rule, ("mu",)),
+    "nesterov_lookahead": (rules.nesterov_lookahead_rule, ("mu", "next_mu")),
     "adagrad": (rules.adagrad_rule, ("eps",)),
     "rmsprop": (rules.rmsprop_rule, ("decay_rate", "eps")),
     "adam": (rules.adam_rule, ("beta1", "beta2", "eps", "bias_correction")),
@@ -120,6 +120,8 @@ def get_optimizer(opt_cfg: Any, steps_per_epoch: int) -> optax.GradientTransform
 
   rule_hyperparams = {}
   for field in names:
+    if field == "next_mu":
+      continue  # derived from mu below
     value = getattr(opt_cfg, field)
     if field in _CHECKS:
       _CHECKS[field](field, value)
@@ -135,6 +137,8 @@ def get_optimizer(opt_cfg: Any, steps_per_epoch: int) -> optax.GradientTransform
                        f"optimizer is {name!r}")
     warmup = schedules.momentum_warmup(momentum_cfg.start, momentum_cfg.end, momentum_cfg.epochs)
     rule_hyperparams["mu"] = _per_epoch(warmup, steps_per_epoch)
+  if "next_mu" in names:
+    rule_hyperparams["next_mu"] = rules.next_count_schedule(rule_hyperparams["mu"])
 
   multiplier = learning_rate_multiplier(opt_cfg.schedule)
   lr_schedule = multiplier if not callable(multiplier) else _per_epoch(multiplier, steps_per_epoch)

@@ -106,16 +106,20 @@ def nesterov_rule(learning_rate: jax.Array, mu: jax.Array) -> optax.GradientTran
 
 
 class LookaheadState(NamedTuple):
-  """Nesterov look-ahead form: velocity ``v`` and the ``mu`` of the most recent update."""
+  """Nesterov look-ahead form: velocity ``v`` and the ``mu`` of the NEXT update (the look-ahead
+  point is ``x + mu * v``)."""
   velocity: Params
   mu: jax.Array
 
 
-def nesterov_lookahead_rule(learning_rate: jax.Array, mu: jax.Array) -> optax.GradientTransformation:
+def nesterov_lookahead_rule(learning_rate: jax.Array, mu: jax.Array,
+                            next_mu: jax.Array | None = None) -> optax.GradientTransformation:
   """Nesterov momentum, look-ahead form: the gradient must be taken at ``x + mu * v``.
 
   ``x_ahead = x + mu * v; g = grad(x_ahead); v = mu * v - learning_rate * g; x += v``.
-  The train step asks where to evaluate the gradient with ``research.optim.gradient_point``.
+  The train step asks where to evaluate the gradient with ``research.optim.gradient_point``, which
+  reads ``v`` and the next update's ``mu`` from the state (``next_mu``: the momentum of the update
+  after this one when ``mu`` follows a schedule; None means constant ``mu``).
   """
 
   def init_fn(params):
@@ -125,9 +129,17 @@ def nesterov_lookahead_rule(learning_rate: jax.Array, mu: jax.Array) -> optax.Gr
     del params
     velocity = jax.tree.map(lambda v, g: _cast_like(mu * v - learning_rate * g, v),
                             state.velocity, grads)
-    return velocity, LookaheadState(velocity=velocity, mu=jnp.asarray(mu, state.mu.dtype))
+    upcoming_mu = mu if next_mu is None else next_mu
+    return velocity, LookaheadState(velocity=velocity,
+                                    mu=jnp.asarray(upcoming_mu, state.mu.dtype))
 
   return optax.GradientTransformation(init_fn, update_fn)
+
+
+def next_count_schedule(schedule: Any) -> Any:
+  """``t -> schedule(t + 1)`` for a schedule, None for a constant: the look-ahead form needs the
+  momentum of the update after the current one."""
+  return (lambda count: schedule(count + 1)) if callable(schedule) else None
 
 
 class CacheState(NamedTuple):
@@ -295,12 +307,13 @@ def nesterov_lookahead(learning_rate: ScalarOrSchedule, mu: ScalarOrSchedule = 0
       params = optax.apply_updates(params, deltas)
 
   (``gradient_point`` returns ``params`` unchanged for every other rule, so a train step can call
-  it unconditionally.) With a scheduled ``mu`` the look-ahead uses the ``mu`` of the most recent
-  update.
+  it unconditionally.) With a scheduled ``mu`` the look-ahead uses the ``mu`` the next update
+  will use, as in the formula.
   """
   validation.check_non_negative("learning_rate", learning_rate)
   validation.check_unit_interval("mu", mu)
-  return _public(nesterov_lookahead_rule, ("mu",), learning_rate=learning_rate, mu=mu)
+  return _public(nesterov_lookahead_rule, ("mu", "next_mu"), learning_rate=learning_rate, mu=mu,
+                 next_mu=next_count_schedule(mu))
 
 
 def gradient_point(params: Params, opt_state: Any) -> Params:

@@ -24,6 +24,11 @@ Schedule = Callable[[jax.Array], jax.Array]
 SCHEDULES = ("constant", "step", "exponential", "inverse_time", "plateau")
 
 
+def _as_float(count: jax.Array) -> jax.Array:
+  """The count in the default float dtype (float64 under x64), so schedules lose no precision."""
+  return jnp.asarray(count, dtype=jnp.result_type(float))
+
+
 def constant(value: float) -> Schedule:
   """``a(t) = value``."""
   validation.check_non_negative("value", value)
@@ -37,7 +42,7 @@ def step_decay(init_value: float, factor: float, every: int) -> Schedule:
   validation.check_integer_at_least("every", every, 1)
 
   def schedule(count):
-    return init_value * jnp.power(factor, (count // every).astype(jnp.result_type(float)))
+    return init_value * jnp.power(factor, _as_float(count // every))
 
   return schedule
 
@@ -46,14 +51,14 @@ def exponential_decay(init_value: float, k: float) -> Schedule:
   """Exponential decay: ``a(t) = init_value * exp(-k * t)``."""
   validation.check_non_negative("init_value", init_value)
   validation.check_non_negative("k", k)
-  return lambda count: init_value * jnp.exp(-k * count)
+  return lambda count: init_value * jnp.exp(-k * _as_float(count))
 
 
 def inverse_time_decay(init_value: float, k: float) -> Schedule:
   """1/t decay: ``a(t) = init_value / (1 + k * t)``."""
   validation.check_non_negative("init_value", init_value)
   validation.check_non_negative("k", k)
-  return lambda count: init_value / (1.0 + k * count)
+  return lambda count: init_value / (1.0 + k * _as_float(count))
 
 
 def momentum_warmup(start: float = 0.5, end: float = 0.99, steps: int = 10) -> Schedule:
@@ -67,7 +72,7 @@ def momentum_warmup(start: float = 0.5, end: float = 0.99, steps: int = 10) -> S
   validation.check_integer_at_least("steps", steps, 1)
 
   def schedule(count):
-    fraction = jnp.minimum(count, steps) / steps
+    fraction = jnp.minimum(_as_float(count), steps) / steps
     return start + (end - start) * fraction
 
   return schedule
