@@ -37,7 +37,8 @@ def check_in_interval(name: str, value: Any, low: float, high: float,
   above = array >= low if low_closed else array > low
   below = array <= high if high_closed else array < high
   if not np.all(above & below):  # NaN compares False, so it fails here too.
-    allowed = f"{'[' if low_closed else '('}{low}, {high}{']' if high_closed else ')'}"
+    close = "]" if high_closed and np.isfinite(high) else ")"
+    allowed = f"{'[' if low_closed else '('}{low:g}, {high:g}{close}"
     _fail(name, value, allowed)
 
 
