@@ -144,3 +144,31 @@ def test_stacked_snapshot_unstacks_into_members(tmp_path, data):
     chex.assert_trees_all_equal(m.variables, l.variables)
   one = snapshots.members_from_snapshots(str(tmp_path / "s"), ms[0].model, member_index=2)
   chex.assert_trees_all_equal(one[0].variables, ms[2].variables)
+
+
+def _fake_run(path, val_accs):
+  import json
+  import os
+  os.makedirs(path, exist_ok=True)
+  with open(os.path.join(path, "metrics.jsonl"), "w") as f:
+    f.write(json.dumps({"epoch": 0.5, "train_loss": 1.0}) + "\n")  # a row without val_accuracy
+    for epoch, acc in enumerate(val_accs, start=1):
+      f.write(json.dumps({"epoch": epoch, "val_accuracy": acc}) + "\n")
+
+
+def test_rank_workdirs_by_best_validation_accuracy(tmp_path):
+  from research.ensemble import workdirs
+  _fake_run(tmp_path / "search" / "trial_0", [0.5, 0.7, 0.6])
+  _fake_run(tmp_path / "search" / "trial_1", [0.9, 0.8])
+  _fake_run(tmp_path / "search" / "nested" / "trial_2", [0.75])
+  (tmp_path / "search" / "not_a_run").mkdir()
+  ranked = workdirs.rank_workdirs(str(tmp_path / "search"))
+  assert [r.workdir.split("/")[-1] for r in ranked] == ["trial_1", "trial_2", "trial_0"]
+  assert [(r.best_val_accuracy, r.best_epoch) for r in ranked] == [(0.9, 1), (0.75, 1), (0.7, 2)]
+  # Explicit paths and globs give the same runs.
+  assert len(workdirs.find_run_workdirs(str(tmp_path / "search" / "trial_*"))) == 2
+  with pytest.raises(ValueError, match="no run workdir"):
+    workdirs.rank_workdirs(str(tmp_path / "search" / "not_a_run"))
+  _fake_run(tmp_path / "empty", [])
+  with pytest.raises(ValueError, match="has no 'val_accuracy' row"):
+    workdirs.best_val_accuracy(str(tmp_path / "empty"))
