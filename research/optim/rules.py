@@ -98,8 +98,10 @@ def nesterov_rule(learning_rate: jax.Array, mu: jax.Array) -> optax.GradientTran
 
     velocity = jax.tree.map(lambda v, g: _cast_like(mu * v - learning_rate * g, v),
                             state.velocity, grads)
-    deltas = jax.tree.map(lambda v_prev, v: _cast_like(-mu * v_prev + (1 + mu) * v, v),
-                          state.velocity, velocity)
+    # dx = -mu * v_prev + (1 + mu) * v; substituting mu * v_prev = v + learning_rate * g gives
+    # dx = mu * v - learning_rate * g, the same value without reading v_prev after v is written
+    # (with a donated state both share one buffer, and XLA would first copy v_prev: 3x slower).
+    deltas = jax.tree.map(lambda v, g: _cast_like(mu * v - learning_rate * g, v), velocity, grads)
     return deltas, VelocityState(velocity=velocity)
 
   return optax.GradientTransformation(init_fn, update_fn)
