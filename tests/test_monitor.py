@@ -145,10 +145,12 @@ def _read_events(path):
   return events
 
 
-def test_writer_jsonl_tensorboard_and_histograms(tmp_path):
-  with monitor.MetricsWriter(str(tmp_path)) as writer:
+@pytest.mark.parametrize("asynchronous", [True, False])
+def test_writer_jsonl_tensorboard_and_histograms(tmp_path, asynchronous):
+  with monitor.MetricsWriter(str(tmp_path), asynchronous=asynchronous,
+                             tensorboard_batch_losses=True) as writer:
     writer.write_scalars(1, {"train_loss": np.float32(0.5), "val": {"accuracy": jnp.array(0.9)}})
-    writer.write_batch_losses(0, [2.0, 1.0])
+    writer.write_batch_losses(0, jnp.array([2.0, 1.0]))
     writer.write_update_ratios(0.5, {"Dense_0/kernel": 1e-3})
     writer.write_histogram(0.5, "activations/act_0", [1, 2], [0.0, 0.5, 1.0])
     with pytest.raises(ValueError, match="len\\(edges\\)"):
@@ -176,6 +178,33 @@ def test_writer_jsonl_tensorboard_and_histograms(tmp_path):
   histos = [(v.tag, e.step, list(v.histo.bucket)) for e in events for v in e.summary.value
             if v.HasField("histo")]
   assert histos == [("activations/act_0", 500, [1.0, 2.0])]
+
+
+def test_writer_default_keeps_batch_losses_out_of_tensorboard(tmp_path):
+  with monitor.MetricsWriter(str(tmp_path)) as writer:
+    writer.write_batch_losses(0, [2.0, 1.0])
+    writer.write_scalars(1, {"train_loss": 1.5})
+  (event_file,) = os.listdir(tmp_path / "tensorboard")
+  tags = {v.tag for e in _read_events(str(tmp_path / "tensorboard" / event_file))
+          for v in e.summary.value}
+  assert tags == {"train_loss"}
+  assert len(monitor.read_metrics(str(tmp_path))) == 3
+
+
+def test_writer_background_error_is_raised_and_closed_writer_refuses(tmp_path):
+  writer = monitor.MetricsWriter(str(tmp_path), tensorboard=False)
+  writer.write_scalars(1, {"bad": "not a number"})
+  with pytest.raises(RuntimeError, match="background"):
+    writer.flush()
+  writer.close()
+  with pytest.raises(ValueError, match="closed"):
+    writer.write_scalars(2, {"x": 1.0})
+
+
+def test_writer_rejects_non_scalars_at_the_call(tmp_path):
+  with monitor.MetricsWriter(str(tmp_path), tensorboard=False) as writer:
+    with pytest.raises(ValueError, match="exactly one element"):
+      writer.write_scalars(1, {"x": np.ones(3)})
 
 
 def test_series_last_write_wins_for_resumed_epochs():
@@ -277,3 +306,15 @@ def test_progress_line_eta():
 def test_progress_line_bad_epochs():
   with pytest.raises(ValueError, match="num_epochs"):
     monitor.ProgressLine(0)
+
+
+def test_histogram_subsample_is_strided_and_static():
+  values = jnp.arange(10_000.0)
+  sample = stats_lib.strided_sample(values, 4096)
+  # stride ceil(10000 / 4096) = 3: elements 0, 3, ..., 9999.
+  chex.assert_trees_all_close(sample, jnp.arange(0.0, 10_000.0, 3.0))
+  assert stats_lib.strided_sample(values, None).shape == (10_000,)
+  assert stats_lib.strided_sample(values, 20_000).shape == (10_000,)
+  counts = stats_lib.histogram(values, 10, (0.0, 10_000.0), max_values=4096)
+  assert float(counts.sum()) == 3334.0
+  chex.assert_trees_all_close(counts / counts.sum(), jnp.full(10, 0.1), atol=1e-3)

@@ -30,6 +30,9 @@ import jax.numpy as jnp
 # Thresholds defining a "saturated" unit: tanh |h| > 0.99; sigmoid h < 0.01 or h > 0.99.
 SATURATION_MARGIN = 0.01
 
+# Histograms are computed on at most this many values per tensor (a strided subsample).
+HISTOGRAM_MAX_VALUES = 4096
+
 # Fixed activation-histogram ranges (values outside are counted in the end bins). relu's upper
 # end is a judgement call: with standardized inputs and He/Xavier init, post-activations are O(1).
 DEFAULT_ACTIVATION_RANGES = {
@@ -78,15 +81,30 @@ def update_ratios(updates: Any, params: Any, eps: float = 1e-12) -> dict[str, ja
           for name in named_params}
 
 
-def histogram(values: jax.Array, bins: int, value_range: tuple[Any, Any]) -> jax.Array:
+def strided_sample(values: jax.Array, max_values: int | None) -> jax.Array:
+  """The flattened ``values``, or every k-th of them (k = ceil(size / max_values)) when larger.
+
+  A deterministic, static-shape subsample: histograms only need the SHAPE of a distribution, and
+  a scatter-add over every gradient entry of a big kernel costs as much as the train step.
+  """
+  flat = jnp.ravel(jnp.asarray(values))
+  if max_values is None or flat.size <= max_values:
+    return flat
+  stride = -(-flat.size // max_values)
+  return flat[::stride]
+
+
+def histogram(values: jax.Array, bins: int, value_range: tuple[Any, Any],
+              max_values: int | None = None) -> jax.Array:
   """Counts of ``values`` in ``bins`` equal bins over ``value_range``; static shape ``(bins,)``.
 
   Values outside the range are counted in the first/last bin (so the counts sum to
-  ``values.size``); NaNs are not counted. Works with traced range endpoints.
+  ``values.size``, or to the subsample size when ``max_values`` is given, see
+  :func:`strided_sample`); NaNs are not counted. Works with traced range endpoints.
   """
   if bins < 1:
     raise ValueError(f"bins must be a positive integer, got bins={bins!r}")
-  values = jnp.ravel(jnp.asarray(values)).astype(jnp.float32)
+  values = strided_sample(values, max_values).astype(jnp.float32)
   lo = jnp.asarray(value_range[0], jnp.float32)
   hi = jnp.asarray(value_range[1], jnp.float32)
   width = jnp.where(hi > lo, hi - lo, 1.0)
@@ -121,10 +139,12 @@ def _activation_layers(intermediates: Any) -> dict[str, jax.Array]:
 
 
 def activation_statistics(h: jax.Array, activation: str, bins: int,
-                          value_range: tuple[float, float] | None = None) -> dict[str, jax.Array]:
+                          value_range: tuple[float, float] | None = None,
+                          max_values: int | None = HISTOGRAM_MAX_VALUES) -> dict[str, jax.Array]:
   """Statistics of one layer's post-activation output ``h`` (batch first, features last).
 
-  * ``act_counts`` (bins,), ``act_edges`` (bins + 1,): histogram over the fixed range;
+  * ``act_counts`` (bins,), ``act_edges`` (bins + 1,): histogram over the fixed range (of a
+    strided subsample of at most ``max_values`` values);
   * ``act_mean``, ``act_std``;
   * relu: ``dead_fraction`` = fraction of units (last axis; for conv maps, channels over all
     positions) that are exactly zero for EVERY example of the batch;
@@ -137,7 +157,7 @@ def activation_statistics(h: jax.Array, activation: str, bins: int,
     value_range = DEFAULT_ACTIVATION_RANGES[activation]
   h = jnp.asarray(h).astype(jnp.float32)
   stats = {
-      "act_counts": histogram(h, bins, value_range),
+      "act_counts": histogram(h, bins, value_range, max_values),
       "act_edges": jnp.linspace(value_range[0], value_range[1], bins + 1, dtype=jnp.float32),
       "act_mean": jnp.mean(h),
       "act_std": jnp.std(h),
@@ -153,24 +173,28 @@ def activation_statistics(h: jax.Array, activation: str, bins: int,
   return stats
 
 
-def gradient_statistics(g: jax.Array, bins: int) -> dict[str, jax.Array]:
+def gradient_statistics(g: jax.Array, bins: int,
+                        max_values: int | None = HISTOGRAM_MAX_VALUES) -> dict[str, jax.Array]:
   """Histogram of one gradient leaf over the symmetric range ``[-max|g|, max|g|]``, plus its norm.
 
   The edges depend on the data (gradients span orders of magnitude), but the SHAPES are static:
-  ``grad_counts`` (bins,), ``grad_edges`` (bins + 1,), ``grad_norm`` scalar.
+  ``grad_counts`` (bins,), ``grad_edges`` (bins + 1,), ``grad_norm`` scalar (of all of ``g``).
+  The histogram uses a strided subsample of at most ``max_values`` entries.
   """
   g = jnp.asarray(g).astype(jnp.float32)
-  bound = jnp.max(jnp.abs(g))
+  sample = strided_sample(g, max_values)
+  bound = jnp.max(jnp.abs(sample))
   bound = jnp.where(jnp.isfinite(bound) & (bound > 0), bound, 1.0)
   return {
-      "grad_counts": histogram(g, bins, (-bound, bound)),
+      "grad_counts": histogram(sample, bins, (-bound, bound)),
       "grad_edges": jnp.linspace(-1.0, 1.0, bins + 1, dtype=jnp.float32) * bound,
       "grad_norm": _norm(g),
   }
 
 
 def layer_statistics(intermediates: Any, grads: Any, activation: str, bins: int,
-                     value_range: tuple[float, float] | None = None
+                     value_range: tuple[float, float] | None = None,
+                     max_values: int | None = HISTOGRAM_MAX_VALUES
                      ) -> dict[str, dict[str, jax.Array]]:
   """Per-layer activation and per-leaf gradient statistics (jittable, static shapes).
 
@@ -182,6 +206,8 @@ def layer_statistics(intermediates: Any, grads: Any, activation: str, bins: int,
     bins: number of histogram bins (static), ``config.monitor.histogram_bins``.
     value_range: fixed activation-histogram range; default per activation
       (``DEFAULT_ACTIVATION_RANGES``).
+    max_values: histograms use a strided subsample of at most this many values per tensor
+      (None: all); means, stds, dead/saturated fractions and norms always use every value.
 
   Returns:
     ``{'act_0': {act_counts, act_edges, act_mean, act_std, dead_fraction | saturated_fraction},
@@ -189,7 +215,7 @@ def layer_statistics(intermediates: Any, grads: Any, activation: str, bins: int,
   """
   out: dict[str, dict[str, jax.Array]] = {}
   for name, h in _activation_layers(intermediates).items():
-    out[name] = activation_statistics(h, activation, bins, value_range)
+    out[name] = activation_statistics(h, activation, bins, value_range, max_values)
   for name, g in named_leaves(grads).items():
-    out[name] = gradient_statistics(g, bins)
+    out[name] = gradient_statistics(g, bins, max_values)
   return out

@@ -29,9 +29,11 @@ in milli-epochs (``round(1000 * epoch)``), since TensorBoard steps must be integ
 """
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import math
 import os
+import time
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -41,6 +43,7 @@ HISTOGRAMS_FILE = "histograms.jsonl"
 FIRST_LAYER_FILE = "first_layer.npz"
 TENSORBOARD_DIR = "tensorboard"
 STEPS_PER_EPOCH_IN_TENSORBOARD = 1000
+FLUSH_SECONDS = 1.0
 
 
 def _to_float(name: str, value: Any) -> float:
@@ -67,28 +70,138 @@ class MetricsWriter:
   Usage::
 
     writer = MetricsWriter(workdir)
-    writer.write_batch_losses(epoch_index, losses)          # after each epoch (one device_get)
+    writer.write_batch_losses(epoch_index, losses)          # after each epoch
     writer.write_scalars(epoch_index + 1, {'train_loss': ..., 'val_accuracy': ...})
-    writer.write_update_ratios(fractional_epoch, ratios)    # every N steps
-    writer.write_layer_statistics(fractional_epoch, stats)  # every N steps
+    writer.write_sample(fractional_epoch, ratios, stats)    # every N steps
     writer.close()
+
+  Values may be jax arrays straight out of the jitted step: with ``asynchronous=True`` (default)
+  every write is queued to ONE background thread that fetches them (``np.asarray``, which waits
+  for the device) and writes the files, so the training loop neither blocks on the device nor
+  pays for serialization (tensorboardX's CRC is pure Python) while the next steps run. Writes keep
+  their order. ``flush()``/``close()`` wait for the queue; an error in the background is raised
+  by the next call. ``asynchronous=False`` writes in the caller's thread.
 
   Appends (never truncates), so a resumed run continues the same files.
   """
 
-  def __init__(self, workdir: str, tensorboard: bool = True):
+  def __init__(self, workdir: str, tensorboard: bool = True, asynchronous: bool = True,
+               tensorboard_batch_losses: bool = False):
+    """``tensorboard_batch_losses``: also send per-batch losses to TensorBoard (one event per
+    batch, which costs more than the rest of the monitoring together on a small model); they are
+    always in metrics.jsonl and the loss figures."""
     self.workdir = os.fspath(workdir)
     os.makedirs(self.workdir, exist_ok=True)
     self._metrics = open(os.path.join(self.workdir, METRICS_FILE), "a", encoding="utf-8")
     self._histograms = open(os.path.join(self.workdir, HISTOGRAMS_FILE), "a", encoding="utf-8")
+    self._last_flush = time.monotonic()
+    self._error: BaseException | None = None
+    self._closed = False
+    self._executor = (concurrent.futures.ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix="MetricsWriter") if asynchronous else None)
+    self._tb_batch_losses = tensorboard_batch_losses
     self._tb = None
     if tensorboard:
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(os.path.join(self.workdir, TENSORBOARD_DIR))
+      # tensorboardX's synchronous EventsWriter (same event files as SummaryWriter): we already
+      # write from our own thread, and SummaryWriter's multiprocessing queue pickles every event.
+      from tensorboardX.event_file_writer import EventsWriter  # pylint: disable=g-import-not-at-top
+      tb_dir = os.path.join(self.workdir, TENSORBOARD_DIR)
+      os.makedirs(tb_dir, exist_ok=True)
+      self._tb = EventsWriter(os.path.join(tb_dir, "events"))
+
+  # -- plumbing ---------------------------------------------------------------------------------
 
   @staticmethod
   def _step(epoch: float) -> int:
     return int(round(STEPS_PER_EPOCH_IN_TENSORBOARD * float(epoch)))
+
+  def _raise_pending(self) -> None:
+    if self._error is not None:
+      error, self._error = self._error, None
+      raise RuntimeError(f"MetricsWriter failed in the background: {error!r}") from error
+
+  def _submit(self, fn, *args) -> None:
+    if self._closed:
+      raise ValueError(f"MetricsWriter for {self.workdir!r} is closed")
+    self._raise_pending()
+    if self._executor is None:
+      fn(*args)
+      return
+
+    def run():
+      if self._error is None:
+        try:
+          fn(*args)
+        except BaseException as error:  # pylint: disable=broad-except
+          self._error = error
+    self._executor.submit(run)
+
+  def _wait(self) -> None:
+    if self._executor is not None:
+      self._executor.submit(lambda: None).result()
+
+  def _maybe_flush(self, force: bool = False) -> None:
+    # Flushing every line costs ~0.1 ms each; flush at most once a second (and on close), so a
+    # killed run loses at most the last second of records.
+    now = time.monotonic()
+    if force or now - self._last_flush > FLUSH_SECONDS:
+      self._metrics.flush()
+      self._histograms.flush()
+      if self._tb is not None:
+        self._tb.flush()
+      self._last_flush = now
+
+  def _tb_write(self, values: list, epoch: float) -> None:
+    """One TensorBoard event holding all ``values`` (one event per call rather than one per tag:
+    each event costs a pure-Python CRC)."""
+    if self._tb is not None and values:
+      from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+      from tensorboardX.proto import summary_pb2  # pylint: disable=g-import-not-at-top
+      self._tb.write_event(event_pb2.Event(
+          wall_time=time.time(), step=self._step(epoch), summary=summary_pb2.Summary(value=values)))
+
+  def _scalar_record(self, epoch: float, scalars: Mapping[str, Any]) -> list:
+    flat = _flatten(scalars)
+    self._metrics.write(json.dumps({"epoch": float(epoch), **flat}) + "\n")
+    if self._tb is None:
+      return []
+    from tensorboardX import summary  # pylint: disable=g-import-not-at-top
+    return [v for name, value in flat.items() for v in summary.scalar(name, value).value]
+
+  def _histogram_record(self, epoch: float, tag: str, counts: Any, edges: Any) -> list:
+    counts = np.asarray(counts, dtype=np.float64).reshape(-1)
+    edges = np.asarray(edges, dtype=np.float64).reshape(-1)
+    record = {"epoch": float(epoch), "tag": tag, "counts": counts.tolist(), "edges": edges.tolist()}
+    self._histograms.write(json.dumps(record) + "\n")
+    if self._tb is None or counts.sum() <= 0:
+      return []
+    from tensorboardX import summary  # pylint: disable=g-import-not-at-top
+    centers = 0.5 * (edges[:-1] + edges[1:])
+    return list(summary.histogram_raw(
+        tag, min=float(edges[0]), max=float(edges[-1]), num=float(counts.sum()),
+        sum=float((counts * centers).sum()), sum_squares=float((counts * centers**2).sum()),
+        bucket_limits=edges[1:].tolist(), bucket_counts=counts.tolist()).value)
+
+  @staticmethod
+  def _check_scalars(scalars: Mapping[str, Any], prefix: str = "") -> None:
+    """Caller-side checks (no device sync): names and sizes, so mistakes fail at the call site."""
+    for key, value in scalars.items():
+      if not prefix and key == "epoch":
+        raise ValueError("scalars must not contain the key 'epoch' (it is the `epoch` argument)")
+      if isinstance(value, Mapping):
+        MetricsWriter._check_scalars(value, f"{prefix}{key}/")
+      elif int(np.prod(np.shape(value))) != 1:
+        raise ValueError(f"scalar {prefix}{key!r} must have exactly one element, got shape "
+                         f"{np.shape(value)}")
+
+  @staticmethod
+  def _check_histogram(tag: str, counts: Any, edges: Any) -> None:
+    n_counts, n_edges = int(np.prod(np.shape(counts))), int(np.prod(np.shape(edges)))
+    if n_edges != n_counts + 1:
+      raise ValueError(f"histogram {tag!r}: need len(edges) == len(counts) + 1, got {n_edges} "
+                       f"edges and {n_counts} counts")
+
+  # -- public API -------------------------------------------------------------------------------
 
   def write_scalars(self, epoch: float, scalars: Mapping[str, Any]) -> None:
     """Appends ``{"epoch": epoch, **scalars}`` to metrics.jsonl and logs each scalar to TensorBoard.
@@ -96,47 +209,43 @@ class MetricsWriter:
     Nested dicts are flattened with '/' (``{'update_ratio': {'Dense_0/kernel': r}}`` ->
     ``update_ratio/Dense_0/kernel``). Values may be Python/numpy/jax scalars.
     """
-    flat = _flatten(scalars)
-    if "epoch" in flat:
-      raise ValueError("scalars must not contain the key 'epoch' (it is the `epoch` argument)")
-    record = {"epoch": float(epoch), **flat}
-    self._metrics.write(json.dumps(record) + "\n")
-    self._metrics.flush()
-    if self._tb is not None:
-      step = self._step(epoch)
-      for name, value in flat.items():
-        self._tb.add_scalar(name, value, global_step=step)
+    self._check_scalars(scalars)
+    epoch = float(epoch)
 
-  def write_batch_losses(self, epoch_index: int, losses: Sequence[Any]) -> None:
+    def write():
+      self._tb_write(self._scalar_record(epoch, scalars), epoch)
+      self._maybe_flush()
+    self._submit(write)
+
+  def write_batch_losses(self, epoch_index: int, losses: Any) -> None:
     """Writes one ``batch_loss`` record per batch of epoch ``epoch_index`` (0-based).
 
-    Batch ``i`` of ``n`` gets epoch ``epoch_index + (i + 1) / n``, so the per-batch curve and the
-    epoch means (written at ``epoch_index + 1``) share the x-axis.
+    ``losses``: a sequence or array of the epoch's per-batch losses. Batch ``i`` of ``n`` gets
+    epoch ``epoch_index + (i + 1) / n``, so the per-batch curve and the epoch means (written at
+    ``epoch_index + 1``) share the x-axis.
     """
-    losses = np.asarray(losses, dtype=np.float64).reshape(-1)
-    n = len(losses)
-    for i, loss in enumerate(losses):
-      self.write_scalars(epoch_index + (i + 1) / n, {"batch_loss": loss})
+    epoch_index = int(epoch_index)
+
+    def write():
+      values = np.asarray(jax_to_numpy(losses), dtype=np.float64).reshape(-1)
+      n = len(values)
+      for i, loss in enumerate(values):
+        epoch = epoch_index + (i + 1) / n
+        values = self._scalar_record(epoch, {"batch_loss": loss})
+        if self._tb_batch_losses:
+          self._tb_write(values, epoch)
+      self._maybe_flush()
+    self._submit(write)
 
   def write_histogram(self, epoch: float, tag: str, counts: Any, edges: Any) -> None:
     """Writes one histogram (``len(edges) == len(counts) + 1``) to TensorBoard and histograms.jsonl."""
-    counts = np.asarray(counts, dtype=np.float64).reshape(-1)
-    edges = np.asarray(edges, dtype=np.float64).reshape(-1)
-    if edges.shape[0] != counts.shape[0] + 1:
-      raise ValueError(
-          f"histogram {tag!r}: need len(edges) == len(counts) + 1, got {edges.shape[0]} edges "
-          f"and {counts.shape[0]} counts")
-    record = {"epoch": float(epoch), "tag": tag, "counts": counts.tolist(), "edges": edges.tolist()}
-    self._histograms.write(json.dumps(record) + "\n")
-    self._histograms.flush()
-    if self._tb is not None and counts.sum() > 0:
-      centers = 0.5 * (edges[:-1] + edges[1:])
-      total = float(counts.sum())
-      self._tb.add_histogram_raw(
-          tag, min=float(edges[0]), max=float(edges[-1]), num=total,
-          sum=float((counts * centers).sum()), sum_squares=float((counts * centers**2).sum()),
-          bucket_limits=edges[1:].tolist(), bucket_counts=counts.tolist(),
-          global_step=self._step(epoch))
+    self._check_histogram(tag, counts, edges)
+    epoch = float(epoch)
+
+    def write():
+      self._tb_write(self._histogram_record(epoch, tag, counts, edges), epoch)
+      self._maybe_flush()
+    self._submit(write)
 
   def write_update_ratios(self, epoch: float, ratios: Mapping[str, Any]) -> None:
     """Writes the output of ``update_ratios`` as ``update_ratio/<leaf>`` scalars."""
@@ -149,41 +258,82 @@ class MetricsWriter:
     ``<layer>/std``, ``<layer>/dead_fraction`` or ``<layer>/saturated_fraction``;
     gradient leaves -> histogram ``gradients/<leaf>`` and scalar ``grad_norm/<leaf>``.
     """
-    scalars = {}
     for name, s in stats.items():
       if "act_counts" in s:
-        self.write_histogram(epoch, f"activations/{name}", s["act_counts"], s["act_edges"])
-        scalars[f"{name}/mean"] = s["act_mean"]
-        scalars[f"{name}/std"] = s["act_std"]
-        for key in ("dead_fraction", "saturated_fraction"):
-          if key in s:
-            scalars[f"{name}/{key}"] = s[key]
+        self._check_histogram(f"activations/{name}", s["act_counts"], s["act_edges"])
       if "grad_counts" in s:
-        self.write_histogram(epoch, f"gradients/{name}", s["grad_counts"], s["grad_edges"])
-        scalars[f"grad_norm/{name}"] = s["grad_norm"]
-    if scalars:
-      self.write_scalars(epoch, scalars)
+        self._check_histogram(f"gradients/{name}", s["grad_counts"], s["grad_edges"])
+    epoch = float(epoch)
+
+    def write():
+      host = jax_to_numpy(stats)
+      values, scalars = [], {}
+      for name, s in host.items():
+        if "act_counts" in s:
+          values += self._histogram_record(epoch, f"activations/{name}", s["act_counts"],
+                                           s["act_edges"])
+          scalars[f"{name}/mean"] = s["act_mean"]
+          scalars[f"{name}/std"] = s["act_std"]
+          for key in ("dead_fraction", "saturated_fraction"):
+            if key in s:
+              scalars[f"{name}/{key}"] = s[key]
+        if "grad_counts" in s:
+          values += self._histogram_record(epoch, f"gradients/{name}", s["grad_counts"],
+                                           s["grad_edges"])
+          scalars[f"grad_norm/{name}"] = s["grad_norm"]
+      if scalars:
+        values += self._scalar_record(epoch, scalars)
+      self._tb_write(values, epoch)
+      self._maybe_flush()
+    self._submit(write)
+
+  def write_sample(self, epoch: float, ratios: Mapping[str, Any] | None = None,
+                   stats: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    """``write_update_ratios`` + ``write_layer_statistics`` for one monitored step (either may
+    be None). Pass the jax arrays as they come out of the step: the fetch happens off-thread."""
+    if ratios is not None:
+      self.write_update_ratios(epoch, ratios)
+    if stats is not None:
+      self.write_layer_statistics(epoch, stats)
 
   def flush(self) -> None:
-    self._metrics.flush()
-    self._histograms.flush()
-    if self._tb is not None:
-      self._tb.flush()
+    """Waits for queued writes, then flushes the JSON lines and TensorBoard events to disk."""
+    self._wait()
+    self._raise_pending()
+    self._maybe_flush(force=True)
 
   def close(self) -> None:
-    """Flushes and closes all files (idempotent)."""
-    if self._metrics.closed:
+    """Waits for queued writes, flushes and closes all files (idempotent)."""
+    if self._closed:
       return
-    self._metrics.close()
-    self._histograms.close()
-    if self._tb is not None:
-      self._tb.close()
+    self._closed = True
+    try:
+      self._wait()
+    finally:
+      if self._executor is not None:
+        self._executor.shutdown(wait=True)
+      self._maybe_flush(force=True)
+      self._metrics.close()
+      self._histograms.close()
+      if self._tb is not None:
+        self._tb.close()
+    self._raise_pending()
 
   def __enter__(self) -> "MetricsWriter":
     return self
 
   def __exit__(self, *exc) -> None:
     self.close()
+
+
+def jax_to_numpy(tree: Any) -> Any:
+  """Host copies of every array leaf (waits for the device); dicts/lists keep their structure."""
+  if isinstance(tree, Mapping):
+    return {k: jax_to_numpy(v) for k, v in tree.items()}
+  if isinstance(tree, (list, tuple)):
+    return np.asarray([np.asarray(v) for v in tree]) if tree and not isinstance(
+        tree[0], Mapping) else type(tree)(jax_to_numpy(v) for v in tree)
+  return np.asarray(tree)
 
 
 def save_first_layer(workdir: str, kernel: Any, image_shape: Sequence[int] | None) -> str:
