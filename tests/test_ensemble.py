@@ -38,12 +38,14 @@ def test_vmapped_logits_equal_per_member_logits(data):
   x, _ = data
   ms = _members(3)
   vmapped = members_lib.member_logits(ms, x, batch_size=16)
-  looped = members_lib.member_logits(ms, x, batch_size=16, vectorize=False)
-  assert vmapped.shape == (3, 37, 3)
+  looped = members_lib.member_logits(ms, x, batch_size=16, mode="loop")
+  mapped = members_lib.member_logits(ms, x, batch_size=16, mode="map")
+  assert vmapped.shape == mapped.shape == looped.shape == (3, 37, 3)
   for i, m in enumerate(ms):
     direct = np.asarray(m.model.apply(m.variables, x))
     np.testing.assert_allclose(vmapped[i], direct, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(looped[i], direct, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mapped[i], direct, rtol=1e-5, atol=1e-6)
 
 
 def test_mixed_architectures_fall_back_to_groups_in_member_order(data):
@@ -105,6 +107,8 @@ def test_errors_name_the_bad_value(data):
   x, _ = data
   with pytest.raises(ValueError, match="members is empty"):
     members_lib.member_logits([], x)
+  with pytest.raises(ValueError, match="mode='pmap' is unknown; known: vmap, map, loop"):
+    members_lib.member_logits(_members(1), x, mode="pmap")
   with pytest.raises(ValueError, match="temperature=0"):
     members_lib.softmax(np.zeros((2, 2)), temperature=0)
   with pytest.raises(ValueError, match=r"shape \(K, N, C\)"):

@@ -69,15 +69,30 @@ def _apply_eval(model: nn.Module, variables: Variables, x: jax.Array) -> jax.Arr
   return model.apply(variables, x, train=False)
 
 
-# Jitted functions per (module, kind), so repeated evaluations reuse the compiled programs.
+# Jitted functions per (module, mode), so repeated evaluations reuse the compiled programs.
 _COMPILED: dict[tuple[str, str], Callable] = {}
 
+MODES = ("vmap", "map", "loop")
 
-def make_stacked_logits_fn(model: nn.Module) -> Callable[[Variables, jax.Array], jax.Array]:
-  """``f(stacked_variables, x) -> logits (K, B, C)``: one jitted, vmapped pass over K members."""
-  key = (_model_key(model), "stacked")
+
+def make_stacked_logits_fn(model: nn.Module, mode: str = "vmap"
+                           ) -> Callable[[Variables, jax.Array], jax.Array]:
+  """``f(stacked_variables, x) -> logits (K, B, C)``: one jitted program over K stacked members.
+
+  ``mode='vmap'``: ``jax.vmap`` over the member axis (batched matmuls; best on accelerators and for
+  narrow layers). ``mode='map'``: ``jax.lax.map`` over the members inside the same program (one
+  ordinary matmul per member and layer; on XLA:CPU batched matmuls are slower than separate ones
+  for wide layers, see scripts/bench_ensemble.py).
+  """
+  if mode not in ("vmap", "map"):
+    raise ValueError(f"mode={mode!r} is not a stacked mode; known: vmap, map.")
+  key = (_model_key(model), mode)
   if key not in _COMPILED:
-    _COMPILED[key] = jax.jit(jax.vmap(lambda v, x: _apply_eval(model, v, x), in_axes=(0, None)))
+    if mode == "vmap":
+      fn = jax.vmap(lambda v, x: _apply_eval(model, v, x), in_axes=(0, None))
+    else:
+      fn = lambda s, x: jax.lax.map(lambda v: _apply_eval(model, v, x), s)  # noqa: E731
+    _COMPILED[key] = jax.jit(fn)
   return _COMPILED[key]
 
 
@@ -101,33 +116,37 @@ class PreparedEnsemble(NamedTuple):
   is done once here so that repeated evaluations (and timings) pay only for the forward passes."""
   passes: list
   num_members: int
+  mode: str
 
 
-def prepare(members: Sequence[Member], vectorize: bool = True) -> PreparedEnsemble:
+def prepare(members: Sequence[Member], mode: str = "vmap") -> PreparedEnsemble:
   """Groups, stacks and picks the compiled function for each pass (see :func:`member_logits`)."""
   if not members:
     raise ValueError("members is empty: an ensemble needs at least one member.")
+  if mode not in MODES:
+    raise ValueError(f"mode={mode!r} is unknown; known: {', '.join(MODES)}.")
   passes = []
-  if vectorize:
-    for group in group_by_architecture(members):
-      stacked = stack_variables([members[i].variables for i in group])
-      passes.append((make_stacked_logits_fn(members[group[0]].model), stacked, group))
-  else:
+  if mode == "loop":
     for i, member in enumerate(members):
       passes.append((make_single_logits_fn(member.model), member.variables, [i]))
-  return PreparedEnsemble(passes, len(members))
+  else:
+    for group in group_by_architecture(members):
+      stacked = stack_variables([members[i].variables for i in group])
+      passes.append((make_stacked_logits_fn(members[group[0]].model, mode), stacked, group))
+  return PreparedEnsemble(passes, len(members), mode)
 
 
-def run_prepared(prepared: PreparedEnsemble, x: np.ndarray, batch_size: int = 512,
-                 vectorize: bool = True) -> np.ndarray:
+def run_prepared(prepared: PreparedEnsemble, x: np.ndarray, batch_size: int = 512
+                 ) -> np.ndarray:
   """Logits ``(K, N, C)`` of a :class:`PreparedEnsemble` on ``x``."""
   x = np.asarray(x)
   out: list[np.ndarray | None] = [None] * prepared.num_members
   batches = list(_batches(x, batch_size))
+  stacked = prepared.mode != "loop"
   for fn, variables, indices in prepared.passes:
-    logits = [np.asarray(fn(variables, xb)) for xb in batches]
-    logits = np.concatenate(logits, axis=1 if vectorize else 0)
-    if not vectorize:
+    logits = np.concatenate([np.asarray(fn(variables, xb)) for xb in batches],
+                            axis=1 if stacked else 0)
+    if not stacked:
       logits = logits[None]
     for j, i in enumerate(indices):
       out[i] = logits[j]
@@ -135,17 +154,18 @@ def run_prepared(prepared: PreparedEnsemble, x: np.ndarray, batch_size: int = 51
 
 
 def member_logits(members: Sequence[Member], x: np.ndarray, batch_size: int = 512,
-                  vectorize: bool = True) -> np.ndarray:
+                  mode: str = "vmap") -> np.ndarray:
   """Logits of every member on ``x``, shape ``(K, N, C)`` (float32), in the members' order.
 
   Args:
     members: the ensemble (at least one).
     x: inputs ``(N, ...)``; cast to float32.
     batch_size: examples per forward pass.
-    vectorize: True: one vmapped pass per architecture group (stacked parameters); False: one
-      jitted pass per member (the sequential reference, for benchmarks).
+    mode: ``'vmap'``: one vmapped pass per architecture group (stacked parameters); ``'map'``:
+      the stacked members one after another inside one program (``lax.map``); ``'loop'``: one
+      jitted call per member (the sequential reference).
   """
-  return run_prepared(prepare(members, vectorize), x, batch_size, vectorize)
+  return run_prepared(prepare(members, mode), x, batch_size)
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -159,14 +179,14 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 
 def time_evaluation(members: Sequence[Member], x: np.ndarray, batch_size: int = 512,
-                    vectorize: bool = True, repeats: int = 5) -> float:
+                    mode: str = "vmap", repeats: int = 5) -> float:
   """Median wall-clock seconds of the forward passes of :func:`member_logits` (parameters stacked
   beforehand, one warm-up call for compilation excluded)."""
-  prepared = prepare(members, vectorize)
-  run_prepared(prepared, x, batch_size, vectorize)
+  prepared = prepare(members, mode)
+  run_prepared(prepared, x, batch_size)
   times = []
   for _ in range(repeats):
     start = time.perf_counter()
-    run_prepared(prepared, x, batch_size, vectorize)
+    run_prepared(prepared, x, batch_size)
     times.append(time.perf_counter() - start)
   return float(np.median(times))

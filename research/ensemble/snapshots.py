@@ -99,7 +99,8 @@ def members_from_snapshots(directory: str, model, steps: Sequence[int] | None = 
       for i in indices:
         if not 0 <= i < len(per_member):
           raise ValueError(f"member_index={i} is out of range [0, {len(per_member)}).")
-        name = f"epoch={step} member={i}"
+        seeds = info.get("seeds")
+        name = f"epoch={step} " + (f"seed={seeds[i]}" if seeds else f"member={i}")
         out.append(Member(name, model, per_member[i], {**info, "member": i, "source": "snapshot"}))
     else:
       out.append(Member(f"epoch={step}", model, variables, {**info, "source": "snapshot"}))
