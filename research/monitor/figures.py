@@ -261,6 +261,7 @@ def first_layer_weights_figure(kernel: Any, image_shape: Sequence[int], path: st
   total = _tiles(kernel, image_shape).shape[0]
   fig.suptitle(f"First-layer weights ({n} of {total} units, each scaled to its own range)",
                fontsize=10)
+  fig.tight_layout(rect=(0, 0, 1, 0.97), pad=0.3)
   return _save(fig, path)
 
 
