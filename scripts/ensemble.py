@@ -106,13 +106,11 @@ def _mini_search(config, workdir: str, num_runs: int, num_epochs: int) -> list[s
   return paths
 
 
-def main(argv):
-  del argv
+def run_once(config, workdir: str) -> dict:
+  """One study: train/collect the members of every kind, evaluate, distil; writes the outputs."""
   from research.ensemble import report, seeds as seeds_lib, snapshots, workdirs  # noqa: PLC0415
   from research.ensemble.distill import distill_from_members  # noqa: PLC0415
 
-  config = _CONFIG.value
-  workdir = _WORKDIR.value
   os.makedirs(workdir, exist_ok=True)
   ens = config.ensemble
   kinds = _parse_kinds(ens.kinds)
@@ -203,6 +201,40 @@ def main(argv):
       results, os.path.join(workdir, "figures", "ensemble_accuracy_vs_k.png"),
       title=f"{config.data.name} {config.model.name}: ensemble accuracy vs members")
   _log(f"wrote {os.path.join(workdir, 'ensemble.json')} and {fig}")
+  return out
+
+
+def main(argv):
+  del argv
+  from research.ensemble import report  # noqa: PLC0415
+  config = _CONFIG.value
+  workdir = _WORKDIR.value
+  repeats = int(config.ensemble.get("repeats", 1))
+  if repeats < 1:
+    raise ValueError(f"config.ensemble.repeats={repeats} must be >= 1.")
+  if repeats == 1:
+    run_once(config, workdir)
+    return
+  # Repeats: the whole study again with disjoint seeds (config.seed + 100 r); the top-k search
+  # runs once and is shared (its ensemble does not depend on the seed).
+  outs = []
+  for r in range(repeats):
+    cfg = config.copy_and_resolve_references()
+    cfg.seed = int(config.seed) + 100 * r
+    if r > 0 and "topk" in _parse_kinds(cfg.ensemble.kinds) and not str(cfg.ensemble.workdirs):
+      cfg.ensemble.workdirs = os.path.join(workdir, "rep_0", "topk_runs")
+    _log(f"=== repeat {r + 1}/{repeats}: seed {cfg.seed} ===")
+    outs.append(run_once(cfg, os.path.join(workdir, f"rep_{r}")))
+  summary = report.aggregate(outs)
+  text = report.format_summary(summary)
+  print(text)
+  with open(os.path.join(workdir, "summary.txt"), "w") as f:
+    f.write(text)
+  report.write_json(summary, os.path.join(workdir, "summary.json"))
+  fig = report.mean_accuracy_vs_k_figure(
+      summary, os.path.join(workdir, "figures", "ensemble_accuracy_vs_k_mean.png"),
+      title=f"{config.data.name} {config.model.name}: mean over {repeats} repeats")
+  _log(f"wrote {os.path.join(workdir, 'summary.json')} and {fig}")
 
 
 if __name__ == "__main__":

@@ -95,6 +95,7 @@ def accuracy_vs_k_figure(results: dict[str, dict], path: str, title: str = "") -
       ax.plot([c["k"] for c in curve], [100 * c["accuracy"] for c in curve], style, marker="o",
               ms=3, color=color, label=f"{kind} ({split})")
   ax.set_xlabel("members in the ensemble (k)")
+  ax.xaxis.get_major_locator().set_params(integer=True)
   ax.set_ylabel("accuracy (%)")
   ax.set_title(title or "ensemble accuracy against the number of members")
   ax.grid(alpha=0.3)
@@ -110,3 +111,109 @@ def write_json(obj, path: str) -> None:
   """Writes ``obj`` as indented JSON (numpy values converted)."""
   with open(path, "w") as f:
     json.dump(_jsonable(obj), f, indent=1)
+
+
+def _mean_std(values) -> dict:
+  values = np.asarray(values, np.float64)
+  return {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": int(values.size)}
+
+
+def aggregate(outs: Sequence[dict]) -> dict:
+  """Mean and std over repeated studies (each the dict written to ensemble.json): the 1..K curve
+  of every kind, the single-model rows (best/final/EMA/Polyak), and the distillation accuracies
+  (gain kept computed from the mean accuracies, and the mean of the per-repeat values)."""
+  summary: dict = {"repeats": len(outs), "curves": {}, "single_models": {}, "distillation": {},
+                   "cost": {}}
+  kinds = [k for k in outs[0].get("ensembles", {}) if all(k in o["ensembles"] for o in outs)]
+  for kind in kinds:
+    summary["curves"][kind] = {}
+    for split in ("val", "test"):
+      num = min(len(o["ensembles"][kind]["curve"][split]) for o in outs)
+      summary["curves"][kind][split] = [
+          {"k": i + 1, **_mean_std([o["ensembles"][kind]["curve"][split][i]["accuracy"]
+                                    for o in outs])} for i in range(num)]
+    costs = [o["ensembles"][kind].get("cost") for o in outs]
+    if all(costs):
+      summary["cost"][kind] = {key: _mean_std([c[key] for c in costs])
+                               for key in costs[0] if key.endswith("_vs_one")}
+  if all("single_models" in o for o in outs):
+    for which in outs[0]["single_models"]:
+      summary["single_models"][which] = {
+          split: _mean_std([a for o in outs for a in o["single_models"][which][split]["all"]])
+          for split in ("val", "test")}
+  if all("distillation" in o for o in outs):
+    from research.ensemble.distill import gain_kept  # noqa: PLC0415
+    for split in ("val", "test"):
+      rows = [o["distillation"][split] for o in outs]
+      agg = {key: _mean_std([r[key] for r in rows])
+             for key in ("single", "ensemble", "student", "hard_label_student")}
+      agg["gain_kept_of_means"] = gain_kept(agg["student"]["mean"], agg["single"]["mean"],
+                                            agg["ensemble"]["mean"])
+      agg["gain_kept_vs_baseline_of_means"] = gain_kept(
+          agg["student"]["mean"], agg["hard_label_student"]["mean"], agg["ensemble"]["mean"])
+      agg["gain_kept_per_repeat"] = [r["gain_kept"] for r in rows]
+      summary["distillation"][split] = agg
+  return summary
+
+
+def format_summary(summary: dict) -> str:
+  """Text tables of :func:`aggregate`'s result (accuracies in %, mean +- std over repeats)."""
+  n = summary["repeats"]
+  lines = [f"mean +- std over {n} repeats (accuracy %)"]
+  if summary["single_models"]:
+    lines.append("single models (all seeds of all repeats):")
+    for which, row in summary["single_models"].items():
+      lines.append(f"  {which:<8} val {100 * row['val']['mean']:6.2f} +- "
+                   f"{100 * row['val']['std']:.2f}   test {100 * row['test']['mean']:6.2f} +- "
+                   f"{100 * row['test']['std']:.2f}   (n={row['test']['n']})")
+  for kind, curve in summary["curves"].items():
+    lines.append(f"{kind}: ensemble of the first k members")
+    lines.append(f"  {'k':>3} {'val':>16} {'test':>16}")
+    for v, t in zip(curve["val"], curve["test"]):
+      lines.append(f"  {v['k']:>3} {100 * v['mean']:9.2f} +- {100 * v['std']:4.2f} "
+                   f"{100 * t['mean']:9.2f} +- {100 * t['std']:4.2f}")
+    cost = summary["cost"].get(kind)
+    if cost:
+      lines.append("  evaluation cost vs one model: " + ", ".join(
+          f"{key[:-7]} {c['mean']:.2f}x" for key, c in cost.items()))
+  for split, agg in summary["distillation"].items():
+    lines.append(f"distillation, {split}: " + ", ".join(
+        f"{key} {100 * agg[key]['mean']:.2f} +- {100 * agg[key]['std']:.2f}"
+        for key in ("single", "ensemble", "student", "hard_label_student")))
+    lines.append(f"  gain kept (from mean accuracies): {agg['gain_kept_of_means']:.2f} "
+                 f"(vs hard-label student {agg['gain_kept_vs_baseline_of_means']:.2f}); per "
+                 f"repeat: {', '.join(f'{g:.2f}' for g in agg['gain_kept_per_repeat'])}")
+  return "\n".join(lines) + "\n"
+
+
+def mean_accuracy_vs_k_figure(summary: dict, path: str, title: str = "") -> str:
+  """PNG of :func:`aggregate`'s curves: test accuracy (mean +- std over repeats) against k, one
+  line per kind, with the single-model means (best, EMA, Polyak) as horizontal references."""
+  import matplotlib  # noqa: PLC0415
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+  for ax, split in zip(axes, ("val", "test")):
+    for i, (kind, curve) in enumerate(summary["curves"].items()):
+      ks = [c["k"] for c in curve[split]]
+      ax.errorbar(ks, [100 * c["mean"] for c in curve[split]],
+                  yerr=[100 * c["std"] for c in curve[split]], marker="o", ms=3, capsize=2,
+                  color=f"C{i}", label=kind)
+    for j, (which, row) in enumerate(summary["single_models"].items()):
+      ax.axhline(100 * row[split]["mean"], ls=":", color=f"C{j + 5}", label=f"single ({which})")
+    dist = summary["distillation"].get(split)
+    if dist:
+      ax.axhline(100 * dist["student"]["mean"], ls="-.", color="k", label="distilled student")
+    ax.set_xlabel("members in the ensemble (k)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_title(f"{split}")
+    ax.grid(alpha=0.3)
+  axes[0].set_ylabel("accuracy (%)")
+  axes[1].legend(fontsize=7)
+  fig.suptitle(title or "ensemble accuracy against the number of members")
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
