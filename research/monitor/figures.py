@@ -273,8 +273,7 @@ def first_layer_weights_figure(kernel: Any, image_shape: Sequence[int], path: st
   if mosaic.shape[-1] == 3:
     ax.imshow(np.nan_to_num(mosaic, nan=1.0), interpolation="nearest")
   else:
-    cmap = plt.get_cmap("gray").copy()
-    cmap.set_bad("white")
+    cmap = plt.get_cmap("gray").with_extremes(bad="white")
     ax.imshow(np.ma.masked_invalid(mosaic[..., 0]), cmap=cmap, vmin=0, vmax=1,
               interpolation="nearest")
   ax.set_xticks([])
