@@ -33,7 +33,8 @@ flags.DEFINE_integer("num_values", 16 * 1024 * 1024, "Approximate number of floa
 flags.DEFINE_integer("steps", 10, "Steps per timed repeat.")
 flags.DEFINE_integer("repeats", 7, "Timed repeats per implementation (best reported).")
 flags.DEFINE_list("rules", ["sgd", "momentum", "nesterov", "nesterov_lookahead", "adagrad",
-                            "rmsprop", "adam"], "Rules to benchmark.")
+                            "rmsprop", "adam", "optax_adam_vs_itself"],
+                  "Rules to benchmark (optax_adam_vs_itself: the noise-floor control).")
 
 #: rule -> (ours, optax counterpart, number of state buffers the size of the parameters)
 RULES: dict[str, tuple[Callable[[], optax.GradientTransformation],
@@ -48,6 +49,8 @@ RULES: dict[str, tuple[Callable[[], optax.GradientTransformation],
     "rmsprop": (lambda: optim.rmsprop(1e-3),
                 lambda: optax.rmsprop(1e-3, decay=0.99, eps=1e-8, eps_in_sqrt=False), 1),
     "adam": (lambda: optim.adam(1e-3), lambda: optax.adam(1e-3), 2),
+    # A/A control: optax's adam against itself; its ratio shows the run's noise floor.
+    "optax_adam_vs_itself": (lambda: optax.adam(1e-3), lambda: optax.adam(1e-3), 2),
 }
 
 
