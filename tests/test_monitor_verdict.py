@@ -141,3 +141,15 @@ def test_write_verdict(tmp_path):
   lines = monitor.write_verdict(str(tmp_path))
   assert (tmp_path / "verdict.txt").read_text() == "\n".join(lines) + "\n"
   assert lines[0].startswith("exploding")
+
+
+def test_diverged_run_gets_only_the_learning_rate_diagnosis():
+  extra = [{"epoch": 1.0, "update_ratio/Dense_0/kernel": float("nan")}]
+  history = _history(list(GOOD[:3]) + [float("nan")], train_acc=0.1, val_acc=0.1, extra=extra)
+  assert _names(history) == ["diverged"]
+
+
+def test_low_accuracy_while_loss_still_falls_is_not_underfitting():
+  losses = 2.3 - 0.1 * np.arange(8) ** 1.2  # still dropping fast at the end
+  history = _history(losses, train_acc=np.linspace(0.3, 0.8, 8), val_acc=np.linspace(0.3, 0.795, 8))
+  assert "underfitting" not in _names(history)
