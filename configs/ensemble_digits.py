@@ -47,5 +47,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.distill.temperature = 4.0
   config.distill.alpha = 0.9           # weight of the T^2-scaled soft term; 1 - alpha on labels
   config.distill.num_epochs = 30
-  config.distill.student_seed = 100    # a seed none of the members used
+  # Student seed = config.seed + offset: none of the members' seeds (config.seed + 0..K-1).
+  config.distill.student_seed_offset = 50
   return config

@@ -182,7 +182,7 @@ def distill_from_members(config, members, dataset, *, log: Callable[[str], None]
 
   The teacher's soft targets are the members' mean ``softmax(z / T)`` on the training inputs
   (T = ``config.distill.temperature``). Two students start from the same initialization
-  (seed ``config.distill.student_seed``) and see the same data order: the distilled one
+  (seed ``config.seed + config.distill.student_seed_offset``) and see the same data order: the distilled one
   (``alpha = config.distill.alpha``) and the hard-label baseline (``alpha = 0``, the same recipe
   without the teacher). Both keep their best validation epoch.
 
@@ -203,17 +203,19 @@ def distill_from_members(config, members, dataset, *, log: Callable[[str], None]
   steps_per_epoch = len(dataset.x_train) // batch_size
   teacher_train = ensemble_probabilities(member_logits(members, dataset.x_train), temperature)
   x0 = jnp.asarray(dataset.x_train[:1], jnp.float32)
-  init = model.init(jax.random.PRNGKey(int(dcfg.student_seed)), x0, train=False)
+  student_seed = int(config.seed) + int(dcfg.student_seed_offset)
+  init = model.init(jax.random.PRNGKey(student_seed), x0, train=False)
   students = {}
   for name, a in (("student", alpha), ("hard_label_student", 0.0)):
     tx = optim.get_optimizer(config.optimizer, steps_per_epoch)
     result = train_student(model, tx, init, dataset.x_train, dataset.y_train, teacher_train,
                            dataset.x_val, dataset.y_val, temperature=temperature, alpha=a,
                            num_epochs=int(dcfg.num_epochs), batch_size=batch_size,
-                           seed=int(dcfg.student_seed), log=log)
+                           seed=student_seed, log=log)
     students[name] = ({"params": result.params, "batch_stats": result.batch_stats}, result)
   out = {"config": {"temperature": temperature, "alpha": alpha,
-                    "num_epochs": int(dcfg.num_epochs), "num_teachers": len(members)}}
+                    "num_epochs": int(dcfg.num_epochs), "num_teachers": len(members),
+                    "student_seed": student_seed}}
   for split in ("val", "test"):
     x, y = getattr(dataset, f"x_{split}"), np.asarray(getattr(dataset, f"y_{split}"))
     logits = member_logits(members, x)
