@@ -102,7 +102,8 @@ def get_optimizer(opt_cfg: Any, steps_per_epoch: int) -> optax.GradientTransform
   Returns:
     An ``optax`` transformation whose state keeps every numeric hyperparameter (see module doc).
     For ``nesterov_lookahead`` evaluate gradients at ``research.optim.gradient_point(params,
-    opt_state)``. For the ``plateau`` schedule, see ``get_plateau``.
+    opt_state)`` (the optimizer's own weight decay is taken at ``params``, not at the look-ahead
+    point; an L2 term in the loss is taken at the look-ahead point). For the ``plateau`` schedule, see ``get_plateau``.
 
   Raises:
     ValueError: unknown rule or schedule name (the message lists the known ones), a
