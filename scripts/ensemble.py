@@ -108,6 +108,7 @@ def _mini_search(config, workdir: str, num_runs: int, num_epochs: int) -> list[s
 
 def run_once(config, workdir: str) -> dict:
   """One study: train/collect the members of every kind, evaluate, distil; writes the outputs."""
+  from research.averaging import averaged_params  # noqa: PLC0415
   from research.ensemble import report, seeds as seeds_lib, snapshots, workdirs  # noqa: PLC0415
   from research.ensemble.distill import distill_from_members  # noqa: PLC0415
 
@@ -134,7 +135,7 @@ def run_once(config, workdir: str) -> dict:
                             "best_epoch": seed_result.best_epoch}
     members_by_kind["seeds"] = seeds_lib.seed_members(seed_result, ens.seed_members)
     averages_on = seed_result.state.averages is not None
-    if averages_on and "ema" in seeds_lib.averaged_params(seed_result.state.averages):
+    if averages_on and "ema" in averaged_params(seed_result.state.averages):
       members_by_kind["seeds_ema"] = seeds_lib.seed_members(seed_result, "ema")
     if "checkpoints" in kinds:
       epochs = [int(e) for e in str(ens.checkpoint_epochs).split(",") if e.strip()]

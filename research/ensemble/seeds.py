@@ -127,8 +127,11 @@ def train_seeds(config, seeds: Sequence[int], *, dataset=None, snapshot_dir: str
     snapshot_dir: when given, the stacked variables are saved there after every epoch
       (:class:`research.ensemble.snapshots.SnapshotWriter`; ``info['stacked'] = True``).
     log: optional ``print``-like callable for one line per epoch.
+
+  The ``plateau`` learning-rate schedule runs one ``ReduceOnPlateau`` per member (each on its own
+  validation accuracy), applied with ``research.optim.scale_learning_rate`` between epochs.
   """
-  from research import train  # noqa: PLC0415
+  from research import optim, train  # noqa: PLC0415
   seeds = [int(s) for s in seeds]
   if not seeds:
     raise ValueError("seeds is empty: train at least one member.")
@@ -154,6 +157,9 @@ def train_seeds(config, seeds: Sequence[int], *, dataset=None, snapshot_dir: str
   best_acc = np.full(k, -1.0)
   best_epoch = np.zeros(k, np.int64)
   writer = SnapshotWriter(snapshot_dir) if snapshot_dir else None
+  # Reduce-on-plateau is host-side: one state machine per member, each fed its own val accuracy.
+  plateau = optim.get_plateau(config.optimizer)
+  plateau_states = [plateau.init() for _ in seeds] if plateau else None
   history = []
   try:
     for epoch in range(int(config.train.num_epochs)):
@@ -169,7 +175,14 @@ def train_seeds(config, seeds: Sequence[int], *, dataset=None, snapshot_dir: str
       best_acc = np.where(improved, val["accuracy"], best_acc)
       best_epoch = np.where(improved, epoch + 1, best_epoch)
       train_metrics = jax.device_get(train_metrics)
-      row = {"epoch": epoch + 1,
+      learning_rate = np.asarray(jax.vmap(optim.get_learning_rate)(state.opt_state))
+      if plateau:
+        plateau_states = [plateau.update(p, float(a))
+                          for p, a in zip(plateau_states, val["accuracy"])]
+        scales = jnp.asarray([p.scale for p in plateau_states], jnp.float32)
+        state = state.replace(
+            opt_state=jax.vmap(optim.scale_learning_rate)(state.opt_state, scales))
+      row = {"epoch": epoch + 1, "learning_rate": learning_rate,
              "train_loss": np.asarray(train_metrics.get("loss", np.nan)),
              "train_accuracy": np.asarray(train_metrics.get("accuracy", np.nan)),
              "val_loss": val["loss"], "val_accuracy": val["accuracy"],
