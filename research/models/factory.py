@@ -1,0 +1,67 @@
+"""``create_model(config.model, num_classes, image_shape)``: a network from its config by name."""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+
+from research.models.initializers import INITIALIZERS
+from research.models.networks import ACTIVATIONS, CNN, CNN1D, MLP
+
+MODELS = ("mlp", "cnn", "cnn1d")
+
+
+def _positive_ints(name: str, values: Any) -> tuple[int, ...]:
+  values = tuple(values)
+  if not values or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in values):
+    raise ValueError(f"config.model.{name}={values!r} must be a non-empty tuple of positive "
+                     "integers.")
+  return values
+
+
+def validate_model_config(model_cfg: Any) -> None:
+  """Rejects unknown names and out-of-range values, naming the field and the allowed values."""
+  if model_cfg.name not in MODELS:
+    raise ValueError(f"config.model.name={model_cfg.name!r} is unknown; choose one of "
+                     f"{', '.join(MODELS)}.")
+  if model_cfg.activation not in ACTIVATIONS:
+    raise ValueError(f"config.model.activation={model_cfg.activation!r} is unknown; choose one "
+                     f"of {', '.join(ACTIVATIONS)}.")
+  if model_cfg.init not in INITIALIZERS:
+    raise ValueError(f"config.model.init={model_cfg.init!r} is unknown; choose one of "
+                     f"{', '.join(INITIALIZERS)}.")
+  if not 0.0 <= float(model_cfg.dropout) < 1.0:
+    raise ValueError(f"config.model.dropout={model_cfg.dropout!r} is a drop probability: it must "
+                     "be in [0, 1).")
+  if model_cfg.name == "mlp":
+    _positive_ints("hidden_sizes", model_cfg.hidden_sizes)
+  else:
+    _positive_ints("features", model_cfg.features)
+
+
+def create_model(model_cfg: Any, num_classes: int,
+                 image_shape: tuple[int, ...] | None = None) -> nn.Module:
+  """The linen module described by ``config.model``.
+
+  Args:
+    model_cfg: ``config.model``: name (mlp | cnn | cnn1d), hidden_sizes, features, activation,
+      init, batch_norm, dropout (and optionally ``hidden``, the CNN's dense width).
+    num_classes: number of logits.
+    image_shape: ``(H, W, C)`` of image data; 'cnn' needs it (inputs must be images).
+
+  Raises:
+    ValueError: unknown names, bad values, or a 2-D CNN for data that are not images.
+  """
+  validate_model_config(model_cfg)
+  common = dict(num_classes=int(num_classes), activation=model_cfg.activation,
+                initializer=model_cfg.init, batch_norm=bool(model_cfg.batch_norm),
+                dropout=float(model_cfg.dropout))
+  if model_cfg.name == "mlp":
+    return MLP(hidden_sizes=tuple(int(h) for h in model_cfg.hidden_sizes), **common)
+  hidden = int(model_cfg.get("hidden", 128))
+  if model_cfg.name == "cnn":
+    if image_shape is None or len(image_shape) != 3:
+      raise ValueError(f"config.model.name='cnn' needs image data (H, W, C); this data set has "
+                       f"image_shape={image_shape!r}: use 'cnn1d' for 1-D signals or 'mlp'.")
+    return CNN(features=tuple(model_cfg.features), hidden=hidden, **common)
+  return CNN1D(features=tuple(model_cfg.features), hidden=hidden, **common)

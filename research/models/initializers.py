@@ -1,0 +1,33 @@
+"""Weight initializations of the playbook's initialization experiments.
+
+* ``xavier``: Glorot & Bengio (2010), ``w ~ N(0, 2 / (fan_in + fan_out))``;
+* ``he``: He et al. (2015), ``w ~ N(0, 2 / fan_in)`` — the playbook's recommendation for ReLU
+  (``w = np.random.randn(n) * sqrt(2.0 / n)``);
+* ``small``: ``w ~ N(0, 0.01**2)`` — fine for small nets, vanishing activations in deep ones;
+* ``unit``: ``w ~ N(0, 1)`` — exploding logits and saturated units (an initial loss far above
+  ``ln(C)``).
+Biases start at zero.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+
+INITIALIZERS = ("xavier", "he", "small", "unit")
+
+
+def kernel_init(name: str) -> nn.initializers.Initializer:
+  """The kernel initializer called ``name`` (one of :data:`INITIALIZERS`).
+
+  Raises:
+    ValueError: unknown name (lists the choices).
+  """
+  if name == "xavier":
+    return nn.initializers.variance_scaling(1.0, "fan_avg", "normal")
+  if name == "he":
+    return nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+  if name == "small":
+    return nn.initializers.normal(0.01)
+  if name == "unit":
+    return nn.initializers.normal(1.0)
+  raise ValueError(f"config.model.init={name!r} is unknown; choose one of "
+                   f"{', '.join(INITIALIZERS)}.")
