@@ -263,8 +263,51 @@ def _join(scope: str, name: str) -> str:
   return f"{scope} > {name}" if scope else name
 
 
+# Primitives whose output is > 0 (always), and those whose output is > 0 when every input is.
+_POSITIVE_OUTPUT = {"exp", "exp2", "logistic"}
+_POSITIVE_PRESERVING = {"add", "mul", "div", "max", "min", "reduce_sum", "reduce_max", "reduce_min",
+                        "broadcast_in_dim", "reshape", "squeeze", "expand_dims", "copy",
+                        "convert_element_type", "transpose", "concatenate", "sqrt", "rsqrt",
+                        "reduce_prod", "cumsum", "slice", "dynamic_slice", "pad"}
+
+
+def _positive_vars(jaxpr) -> set:
+  """Variables that are certainly > 0 (e.g. the sum of exps inside ``logsumexp``).
+
+  ``abs``/``sign`` of such a value takes no decision (its sign cannot flip), so it is no kink.
+  """
+  positive = set()
+  for eqn in jaxpr.eqns:
+    name = eqn.primitive.name
+    inputs = [v for v in eqn.invars if isinstance(v, jcore.Var)]
+    literals_positive = all(np.all(np.asarray(v.val) > 0) for v in eqn.invars
+                            if isinstance(v, jcore.Literal))
+    if name in _POSITIVE_OUTPUT or (name in _POSITIVE_PRESERVING and inputs and literals_positive
+                                    and all(v in positive for v in inputs)):
+      positive.update(v for v in eqn.outvars if isinstance(v, jcore.Var))
+  return positive
+
+
+def _differentiable_vars(jaxpr, relevant_outs: Sequence[bool] | None) -> set:
+  """Variables whose value reaches a (relevant) output other than through ``stop_gradient``.
+
+  A decision whose outputs only feed ``stop_gradient`` is not a kink: the author declared the
+  path irrelevant to the derivative (e.g. the max shift inside ``logsumexp``/``softmax``, whose
+  winner may change while the function stays smooth).
+  """
+  if relevant_outs is None:
+    relevant_outs = [True] * len(jaxpr.outvars)
+  relevant = {v for v, r in zip(jaxpr.outvars, relevant_outs) if r and isinstance(v, jcore.Var)}
+  for eqn in reversed(jaxpr.eqns):
+    if eqn.primitive.name == "stop_gradient":
+      continue
+    if eqn.effects or any(v in relevant for v in eqn.outvars if isinstance(v, jcore.Var)):
+      relevant.update(v for v in eqn.invars if isinstance(v, jcore.Var))
+  return relevant
+
+
 def _interpret(jaxpr, consts, args, tainted, recorder: _Recorder, scope: str, top: bool = False,
-               source: str = "unknown source"):
+               source: str = "unknown source", relevant_outs: Sequence[bool] | None = None):
   """Evaluates ``jaxpr`` like ``jax.core.eval_jaxpr`` and records the tainted decisions.
 
   Returns ``(outputs, output_taint)``. ``tainted[i]`` says whether argument i depends on the
@@ -288,18 +331,26 @@ def _interpret(jaxpr, consts, args, tainted, recorder: _Recorder, scope: str, to
     taint[v] = t
 
   equations = _live_equations(jaxpr) if top else jaxpr.eqns
+  relevant = _differentiable_vars(jaxpr, relevant_outs)
+  positive = _positive_vars(jaxpr)
   for eqn in equations:
     invals = [read(v) for v in eqn.invars]
     in_taint = [read_taint(v) for v in eqn.invars]
+    eqn_relevant = [isinstance(v, jcore.Var) and v in relevant for v in eqn.outvars]
     any_taint = any(in_taint)
+    # A decision is recorded only on a differentiable path to the output.
+    record = any_taint and (any(eqn_relevant) or bool(eqn.effects))
     name = eqn.primitive.name
+    if name in ("abs", "sign") and isinstance(eqn.invars[0], jcore.Var):
+      record = record and eqn.invars[0] not in positive
     if name in _CALL_PRIMITIVES and _CALL_PRIMITIVES[name] in eqn.params:
       sub, sub_consts = _unwrap(eqn.params[_CALL_PRIMITIVES[name]])
       label = name
       if name in ("jit", "pjit") and eqn.params.get("name"):
         label = f"{name}({eqn.params['name']})"
       outs, out_taint = _interpret(sub, sub_consts, invals, in_taint, recorder,
-                                   _join(scope, label), source=_describe_source(eqn, source))
+                                   _join(scope, label), source=_describe_source(eqn, source),
+                                   relevant_outs=eqn_relevant)
     elif name == "cond":
       outs, out_taint = _interpret_cond(eqn, invals, in_taint, recorder, scope, source)
     elif name == "scan":
@@ -311,7 +362,7 @@ def _interpret(jaxpr, consts, args, tainted, recorder: _Recorder, scope: str, to
       if not eqn.primitive.multiple_results:
         outs = [outs]
       out_taint = [any_taint] * len(outs)
-      if any_taint:
+      if record:
         _record_first_order(eqn, invals, in_taint, outs, recorder, scope, source)
         if any(_contains_decisions(sub) for sub in jcore.jaxprs_in_params(eqn.params)):
           recorder.note("not_inspected", f"{name} at {_describe_source(eqn, source)}: "
