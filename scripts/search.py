@@ -1,0 +1,42 @@
+r"""Hyperparameter search: master of a coarse-to-fine search with local workers.
+
+    python scripts/search.py                                   # small search on digits, 2 workers
+    python scripts/search.py --config=configs/search_digits.py --search_dir=/tmp/s \
+        --config.search.num_workers=3 --config.search.stage_trials="(24,8,4)"
+
+Running it again with the same --search_dir continues the search. Prints the ranked table, the
+border warnings and the figure paths; everything is also in <search_dir>/results.txt, the trials
+in <search_dir>/trials (``ls | sort`` ranks them), the store in <search_dir>/study.db.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _ROOT)
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", os.path.join(_ROOT, "configs", "search_digits.py"), "Search config.")
+_SEARCH_DIR = flags.DEFINE_string("search_dir", "/tmp/search_digits", "Search directory.")
+
+
+def main(argv):
+  del argv
+  from research.search import master  # noqa: PLC0415
+  report = master.run_search(_CONFIG.value, _SEARCH_DIR.value,
+                             log=lambda m: print(m, flush=True))
+  print("\n" + report.table)
+  print("\nborder warnings:" if report.warnings else "\nborder warnings: none")
+  for line in report.warnings:
+    print("  " + line)
+  for path in report.figures:
+    print(f"figure: {path}")
+  print(f"results: {os.path.join(report.search_dir, 'results.txt')}")
+
+
+if __name__ == "__main__":
+  app.run(main)
