@@ -139,11 +139,11 @@ class Checkpoints:
     return state, dict(restored["meta"])
 
   def best_epoch(self) -> int | None:
-    """The kept epoch with the highest validation accuracy (the earliest on ties)."""
+    """The kept epoch with the highest validation accuracy (the latest on ties, as BestN keeps)."""
     best, best_acc = None, -np.inf
     for epoch in self.epochs():
       acc = float(self.restore_meta(epoch).get("val_accuracy", -np.inf))
-      if acc > best_acc:
+      if acc >= best_acc:
         best, best_acc = epoch, acc
     return best
 

@@ -221,7 +221,7 @@ def train_and_evaluate(config: Any, workdir: str, *,
         prefix = "" if name == "raw" else f"{name}/"
         record[f"{prefix}val_loss"], record[f"{prefix}val_accuracy"] = val["loss"], val["accuracy"]
       selected = record[("" if export == "raw" else f"{export}/") + "val_accuracy"]
-      if selected > loop["best_val_accuracy"]:
+      if selected >= loop["best_val_accuracy"]:  # ties: the later epoch, as orbax BestN keeps
         loop["best_val_accuracy"], loop["best_epoch"] = selected, epoch + 1
 
       if plateau:  # reduce-on-plateau, fed the validation accuracy once per epoch
