@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
@@ -31,6 +31,7 @@ _EXIT_WHEN_IDLE = flags.DEFINE_bool("exit_when_idle", False,
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
   from research.search import worker  # noqa: PLC0415
   ran = worker.serve(_STORAGE.value, _SEARCH.value, search_dir=_SEARCH_DIR.value,
                      population=_POPULATION.value, poll_s=_POLL.value,

@@ -109,4 +109,4 @@ def _jsonable(value: Any) -> Any:
 
 def config_to_json(config: ml_collections.ConfigDict) -> dict:
   """A JSON-able dict of a config (tuples become lists)."""
-  return json.loads(config.to_json(default=_jsonable))
+  return json.loads(json.dumps(config.to_dict(), default=_jsonable))

@@ -23,6 +23,7 @@ marks the search finished, or after ``idle_timeout_s`` with nothing to do.
 from __future__ import annotations
 
 import importlib
+import json
 import math
 import threading
 import time
@@ -113,10 +114,11 @@ class Claimed:
             "worker": study_lib.worker_id()}
 
   def prepare(self) -> None:
+    """Creates the folder with config.json (as the training loop writes it) and trial.json."""
     import os  # noqa: PLC0415
     os.makedirs(self.workdir, exist_ok=True)
     trials_lib.write_json(os.path.join(self.workdir, trials_lib.CONFIG_FILE),
-                          trials_lib.config_to_json(self.config))
+                          json.loads(self.config.to_json()))
     trials_lib.write_json(os.path.join(self.workdir, trials_lib.TRIAL_FILE),
                           {**self.record(), "state": "RUNNING"})
 
@@ -146,7 +148,8 @@ class Claimed:
     accuracy, epoch = self.best()
     if error is not None:
       state = "FAIL"
-      kind = "diverged" if type(error).__name__ == "DivergenceError" else type(error).__name__
+      kind = ("diverged" if type(error).__name__ in ("DivergenceError", "PopulationDivergence")
+              else type(error).__name__)
       reason = f"{kind}: {error}"
     elif self.pruned:
       state, reason = "PRUNED", None
@@ -197,17 +200,22 @@ def run_population(claimed: Sequence[Claimed], log: Log | None = None) -> list[s
   for c in claimed:
     c.prepare()
 
-  def on_epoch_end(epoch: int, records: Sequence[dict]) -> list[bool]:
-    return [c.pruned or c.on_epoch(epoch, r) for c, r in zip(claimed, records)]
+  def on_epoch_end(epoch: int, records: Sequence[dict | None]) -> list[bool]:
+    return [r is None or c.pruned or c.on_epoch(epoch, r) for c, r in zip(claimed, records)]
 
   try:
-    population.train_population([c.config for c in claimed], [c.workdir for c in claimed],
-                                on_epoch_end=on_epoch_end)
+    result = population.train_population([c.config for c in claimed],
+                                         [c.workdir for c in claimed], on_epoch_end=on_epoch_end)
   except Exception as err:  # noqa: BLE001
     if log:
       log(traceback.format_exc(limit=4))
     return [c.finish(error=err, log=log) for c in claimed]
-  return [c.finish(log=log) for c in claimed]
+  return [c.finish(error=None if e is None else PopulationDivergence(e), log=log)
+          for c, e in zip(claimed, result.errors)]
+
+
+class PopulationDivergence(RuntimeError):
+  """A population member diverged (reported as ``diverged`` like ``DivergenceError``)."""
 
 
 class SearchHandle:
