@@ -277,6 +277,7 @@ def _evaluate(param_leaves, arg_leaves, coords, steps, directions, direction_ste
 
 
 _INSPECTIONS: dict = {}
+_CHECKED_SCALAR: set = set()
 
 
 def _inspection(spec: _Spec, param_leaves, arg_leaves) -> kinks.Inspection:
@@ -301,11 +302,14 @@ def _to_float64(tree, enabled: bool):
   dtypes = set()
 
   def cast(x):
-    x = jnp.asarray(x) if not isinstance(x, jax.Array) else x
-    if jnp.issubdtype(x.dtype, jnp.floating):
-      dtypes.add(np.dtype(x.dtype).name)
-      return x.astype(jnp.float64) if enabled else x
-    return x
+    dtype = jnp.result_type(x)
+    if jnp.issubdtype(dtype, jnp.floating):
+      dtypes.add(np.dtype(dtype).name)
+      # On the host (numpy): an eager device cast would compile one tiny program per shape.
+      return np.asarray(x, np.float64) if enabled else x
+    if jnp.issubdtype(dtype, jnp.integer) or dtype == jnp.bool_:
+      return np.asarray(x)     # labels: sliced on the host too
+    return x                   # PRNG keys and anything else: untouched
 
   return jax.tree_util.tree_map(cast, tree), dtypes
 
@@ -539,7 +543,8 @@ def _part_report(ctx: _Context, result: dict, part: int | None, name: str) -> Gr
                             else math.nan,
                             num_kinks=sweep_kinks[ctx.hs.index(h)],
                             num_checked=sum(i.size for i in ctx.indices)))
-    sweep = tuple(sorted(sweep, key=lambda row: -row.h))
+    swept = SWEEP_HS if opts.h_sweep is True else tuple(float(h) for h in opts.h_sweep)
+    sweep = tuple(sorted((row for row in sweep if row.h in swept), key=lambda row: -row.h))
   warnings = list(ctx.extra_warnings)
   suggested = _tiny_gradient_warnings(leaf_results, opts.tiny_gradient, warnings)
   for leaf in leaf_results:
@@ -643,7 +648,11 @@ def _check(loss_fn, params, args, opts: GradCheckOptions, paths, x64_was_on: boo
     return _Spec(loss_fn, opts.regularization, opts.has_aux, float(opts.loss_scale),
                  params_treedef, args_treedef, opts.detect_kinks, chunks)
 
-  _check_scalar(spec_for(param_leaves, ()), params, args)
+  scalar_key = (spec_for(param_leaves, ()),
+                tuple((x.shape, str(x.dtype)) for x in [*param_leaves, *arg_leaves]))
+  if scalar_key not in _CHECKED_SCALAR:  # Traces the loss once; cached like the jit program.
+    _check_scalar(scalar_key[0], params, args)
+    _CHECKED_SCALAR.add(scalar_key)
 
   burn_in = None
   if opts.burn_in_steps:
@@ -664,21 +673,21 @@ def _check(loss_fn, params, args, opts: GradCheckOptions, paths, x64_was_on: boo
     sweep = SWEEP_HS if opts.h_sweep is True else tuple(float(h) for h in opts.h_sweep)
     hs = hs + tuple(h for h in sweep if h != float(opts.h))
   plan = _step_plan(indices, hs, opts.formula)
+  param_leaves = [np.asarray(leaf) for leaf in param_leaves]   # after the burn-in
   dtype = param_leaves[0].dtype
-  coords = [jnp.asarray(c) for c, _ in plan]
-  steps = [jnp.asarray(s, dtype) for _, s in plan]
+  coords = [c for c, _ in plan]
+  steps = [s.astype(dtype) for _, s in plan]
   chunks = tuple(max(1, CHUNK_ELEMENTS // max(1, int(np.prod(shape)))) for shape in shapes)
   spec = spec_for(param_leaves, chunks)
-  directions = [jnp.asarray(d, dtype) for d in
+  directions = [d.astype(dtype) for d in
                 sampling.random_directions(shapes, opts.num_directions, opts.seed + 1)]
-  direction_steps = jnp.asarray([opts.h, -opts.h], dtype)
+  direction_steps = np.asarray([opts.h, -opts.h], dtype)
 
   inspection = _inspection(spec, param_leaves, arg_leaves)
   result = _evaluate(param_leaves, arg_leaves, coords, steps, directions, direction_steps,
                      spec=spec)
   result = jax.tree_util.tree_map(np.asarray, result)
-  leaves_np = [np.asarray(leaf) for leaf in param_leaves]
-  ctx = _Context(paths=paths, leaves=leaves_np, indices=indices, hs=hs, opts=opts,
+  ctx = _Context(paths=paths, leaves=param_leaves, indices=indices, hs=hs, opts=opts,
                  inspection=inspection, precision=precision, burn_in=burn_in, extra_warnings=[],
                  directions=[np.asarray(d) for d in directions])
 

@@ -67,6 +67,8 @@ def random_directions(shapes: list[tuple], count: int, seed: int) -> list[np.nda
   """
   rng = np.random.default_rng(seed)
   leaves = [rng.standard_normal((count,) + tuple(shape)) for shape in shapes]
+  if count == 0:
+    return leaves
   norms = np.sqrt(sum(np.sum(leaf.reshape(count, -1) ** 2, axis=1) for leaf in leaves)
                   if leaves else np.ones(count))
   norms = np.where(norms == 0, 1.0, norms)
