@@ -63,9 +63,11 @@ def border_warnings(space: Space, points: Sequence[Mapping[str, float]], scores:
     for side, in_band in (("low", best[:, j] < fraction), ("high", best[:, j] > 1.0 - fraction)):
       if not in_band[0]:
         continue
-      suggestion = None
-      if param.scale != "linear":  # half the current width further out stays a valid value
-        suggestion = float(param.from_unit(-0.5 if side == "low" else 1.5))
+      # half the current width further out on the scale, when that is still a valid value
+      # (always on the log scale and upward on one-minus-log; never assumed on the linear one)
+      suggestion = float(param.from_unit(-0.5 if side == "low" else 1.5))
+      if param.scale == "linear" or (param.scale == "one_minus_log" and suggestion < 0):
+        suggestion = None
       warnings.append(BorderWarning(
           name=param.name, side=side, value=float(top[0][param.name]), low=param.low,
           high=param.high, scale=param.scale, fraction=float(fraction),

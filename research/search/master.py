@@ -26,7 +26,7 @@ import shlex
 import subprocess
 import sys
 import time
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import ml_collections
 from optuna.trial import TrialState
@@ -217,13 +217,22 @@ def report(storage, name: str, search_dir: str, num_stages: int, search_cfg,
                       figures, ranked[0] if ranked else None, rows)
 
 
-def run_search(config: ml_collections.ConfigDict, search_dir: str, *, log: Log = print,
-               launch_workers: bool = True) -> SearchReport:
-  """Runs (or continues) the coarse-to-fine search of ``config.search``; see the module doc."""
+class Search(NamedTuple):
+  """An opened search: its store, its record in the store and its stages."""
+  storage: Any
+  url: str
+  study: Any            # the search's own study (user attributes: config, search_dir, ...)
+  stages: list
+  space: Space
+  name: str
+
+
+def open_search(config: ml_collections.ConfigDict, search_dir: str) -> Search:
+  """Validates ``config.search``, opens the store and records the search in it (idempotent)."""
   search_cfg = config.search
   stages = stages_lib.stages_from_config(search_cfg)
   base_space = Space.from_dict(search_cfg.space.to_dict())
-  for param in base_space.params:  # fail now, not in every worker
+  for param in base_space.params:  # a bad path fails here, not in every worker
     trials_lib.trial_config(config, {param.name: param.path}, {param.name: param.low},
                             num_epochs=1, seed=0)
   os.makedirs(search_dir, exist_ok=True)
@@ -235,6 +244,15 @@ def run_search(config: ml_collections.ConfigDict, search_dir: str, *, log: Log =
   search.set_user_attr("search_dir", os.path.abspath(search_dir))
   search.set_user_attr("num_stages", len(stages))
   search.set_user_attr("finished", False)
+  return Search(storage, url, search, stages, base_space, name)
+
+
+def run_search(config: ml_collections.ConfigDict, search_dir: str, *, log: Log = print,
+               launch_workers: bool = True) -> SearchReport:
+  """Runs (or continues) the coarse-to-fine search of ``config.search``; see the module doc."""
+  search_cfg = config.search
+  opened = open_search(config, search_dir)
+  storage, url, name, search = opened.storage, opened.url, opened.name, opened.study
   population = int(search_cfg.get("population", 1))
   command = worker_command(url, name, search_dir, population)
   log(f"[master] search {name!r}: store {url}, dir {os.path.abspath(search_dir)}")
@@ -249,8 +267,8 @@ def run_search(config: ml_collections.ConfigDict, search_dir: str, *, log: Log =
         f"{pool.log_dir}")
   warnings: list[str] = []
   try:
-    for stage in stages:
-      study = prepare_stage(storage, name, stage, base_space, search_cfg, int(config.seed), log)
+    for stage in opened.stages:
+      study = prepare_stage(storage, name, stage, opened.space, search_cfg, int(config.seed), log)
       watch_stage(study, pool, search_cfg, log)
       log(f"[master] stage {stage.index} done: {study_lib.counts(study)}")
       stage_warn = stage_warnings(study, search_cfg)
@@ -264,4 +282,4 @@ def run_search(config: ml_collections.ConfigDict, search_dir: str, *, log: Log =
         for proc in pool.procs:  # interrupted: stop the workers now (their trials get failed
           proc.terminate()       # and retried when the search is continued)
       pool.stop()
-  return report(storage, name, search_dir, len(stages), search_cfg, warnings, url)
+  return report(storage, name, search_dir, len(opened.stages), search_cfg, warnings, url)
