@@ -1,0 +1,187 @@
+"""Workers and the master on one SQLite store: unique trials, no lost results, killed workers.
+
+The worker processes train with ``fake_train`` (below; importable by the subprocesses through
+PYTHONPATH): a deterministic accuracy per learning rate, a short sleep per epoch, no JAX, so
+these tests exercise the store, the queue and the processes, not training.
+"""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import ml_collections
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(ROOT, "scripts", "search_worker.py")
+
+
+class DivergenceError(RuntimeError):
+  """Named like research.train's, so the worker reports 'diverged'."""
+
+
+def fake_accuracy(learning_rate: float, epoch: int) -> float:
+  """Peaks at lr = 1e-2; rises with the epoch."""
+  return (1.0 - 0.1 * abs(math.log10(learning_rate) + 2.0)) * (1.0 - 0.5 ** epoch)
+
+
+def fake_train(config, workdir, *, on_epoch_end=None):
+  """Stand-in for research.train.train_and_evaluate (same calling convention)."""
+  lr = float(config.optimizer.learning_rate)
+  if lr > 1.0:
+    raise DivergenceError(f"training diverged in epoch 1: lr {lr}")
+  history = []
+  for epoch in range(int(config.train.num_epochs)):
+    time.sleep(float(config.fake_sleep))
+    record = {"epoch": epoch + 1, "val_accuracy": fake_accuracy(lr, epoch + 1),
+              "train_loss": 1.0 / (epoch + 1), "val_loss": 1.2 / (epoch + 1)}
+    history.append(record)
+    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+      f.write(json.dumps(record) + "\n")
+    if on_epoch_end is not None and on_epoch_end(epoch, record):
+      break
+  return history
+
+
+def _config(num_trials: int, epochs: int, sleep: float, lr_range=(1e-4, 1e-1)):
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.fake_sleep = sleep
+  config.optimizer = ml_collections.ConfigDict({"learning_rate": 1e-3})
+  config.train = ml_collections.ConfigDict({"num_epochs": 1})
+  config.search = ml_collections.ConfigDict({
+      "name": "test", "storage": "", "method": "random", "seed": 0,
+      "space": {"learning_rate": {"path": "optimizer.learning_rate", "low": lr_range[0],
+                                  "high": lr_range[1], "scale": "log"}},
+      "stage_epochs": (epochs,), "stage_trials": (num_trials,), "top_k": 2, "pad": 0.1,
+      "border_fraction": 0.1, "pruner": "none", "num_workers": 0,
+      "trainer": "test_search_workers:fake_train", "heartbeat_s": 0.5, "grace_s": 60.0,
+      "max_retries": 1})
+  return config
+
+
+def _start_worker(search_dir, url, *extra):
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), ROOT]),
+             JAX_PLATFORMS="cpu")
+  log = open(os.path.join(search_dir, f"w{time.time_ns()}.log"), "w")  # noqa: SIM115
+  return subprocess.Popen([sys.executable, WORKER, f"--storage={url}", "--search=test",
+                           "--poll=0.2", *extra], stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def _prepare(tmp_path, config):
+  from research.search import master  # noqa: PLC0415
+  search_dir = str(tmp_path / "search")
+  opened = master.open_search(config, search_dir)
+  study = master.prepare_stage(opened.storage, opened.name, opened.stages[0], opened.space,
+                               config.search, 0, log=lambda _: None)
+  return search_dir, opened, study
+
+
+def test_two_concurrent_workers_unique_trials_no_lost_results(tmp_path):
+  from optuna.trial import TrialState  # noqa: PLC0415
+  from research.search import results  # noqa: PLC0415
+  config = _config(num_trials=12, epochs=2, sleep=0.05, lr_range=(1e-4, 3.0))
+  search_dir, opened, study = _prepare(tmp_path, config)
+  workers = [_start_worker(search_dir, opened.url, "--exit_when_idle") for _ in range(2)]
+  codes = [w.wait(timeout=90) for w in workers]
+  assert codes == [0, 0]
+  trials = study.get_trials()
+  assert len(trials) == 12  # nothing created beyond the stage's budget
+  by_worker = {}
+  for t in trials:
+    by_worker.setdefault(t.user_attrs["worker"], []).append(t.number)
+    lr = t.params["learning_rate"]
+    if lr > 1.0:  # diverged: failed, reason recorded, the worker moved on
+      assert t.state == TrialState.FAIL and "diverged" in t.user_attrs["fail_reason"]
+      assert t.user_attrs["workdir"] == f"fail_s0_t{t.number:04d}"
+    else:         # no lost result: the value is exactly the trainer's best accuracy
+      assert t.state == TrialState.COMPLETE
+      assert t.value == pytest.approx(fake_accuracy(lr, 2), abs=1e-12)
+      assert t.intermediate_values == pytest.approx({1: fake_accuracy(lr, 1),
+                                                     2: fake_accuracy(lr, 2)})
+      assert t.user_attrs["workdir"] == f"acc{t.value:.4f}_s0_t{t.number:04d}"
+  # both workers took trials, and no trial was run twice
+  assert len(by_worker) == 2 and all(by_worker.values())
+  numbers = sorted(n for ns in by_worker.values() for n in ns)
+  assert numbers == list(range(12))
+  folders = sorted(os.listdir(os.path.join(search_dir, "trials")))
+  assert len(folders) == 12 and not [f for f in folders if f.startswith("running_")]
+  for t in trials:
+    with open(os.path.join(search_dir, "trials", t.user_attrs["workdir"], "trial.json")) as f:
+      info = json.load(f)
+    assert info["number"] == t.number and info["params"] == t.params
+  # `ls | sort` ranks the finished trials; top_trials agrees
+  done = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: -t.value)
+  ranked = [f for f in folders if f.startswith("acc")]
+  assert ranked[::-1] == [t.user_attrs["workdir"] for t in done]
+  assert [os.path.basename(p) for p in results.top_trials(search_dir, 3)] == ranked[::-1][:3]
+
+
+def test_killed_worker_loses_only_its_trial(tmp_path):
+  from optuna.trial import TrialState  # noqa: PLC0415
+  from research.search import master, study as study_lib  # noqa: PLC0415
+  config = _config(num_trials=5, epochs=4, sleep=0.4)
+  search_dir, opened, study = _prepare(tmp_path, config)
+  victim = _start_worker(search_dir, opened.url)
+  # the victim claims a trial and reports at least one epoch; then it is killed mid-trial
+  deadline = time.time() + 60
+  running = []
+  while time.time() < deadline and not running:
+    running = [t for t in study.get_trials(states=(TrialState.RUNNING,))
+               if t.intermediate_values]
+    time.sleep(0.1)
+  assert running, "the worker never started a trial"
+  killed = running[0].number
+  survivor = _start_worker(search_dir, opened.url)
+  victim.send_signal(signal.SIGKILL)
+  victim.wait(timeout=10)
+  master.watch_stage(study, None, config.search, log=lambda _: None, poll_s=0.2)
+  opened.study.set_user_attr("finished", True)
+  assert survivor.wait(timeout=30) == 0  # the other worker went on and left when told
+  trials = study.get_trials()
+  dead = trials[killed]
+  assert dead.state == TrialState.FAIL
+  assert "exited" in dead.user_attrs["fail_reason"]
+  retries = [t for t in trials if t.user_attrs.get("retry_of") == killed]
+  assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+  assert retries[0].params == dead.params or retries[0].params == dead.user_attrs["point"]
+  others = [t for t in trials if t.number != killed]
+  assert len(others) == 5 and all(t.state == TrialState.COMPLETE for t in others)
+  assert study_lib.counts(study)["COMPLETE"] == 5
+  # the killed trial's folder stays as it was left (running_...), the others are ranked
+  folders = os.listdir(os.path.join(search_dir, "trials"))
+  assert f"running_s0_t{killed:04d}" in folders
+  assert sum(f.startswith("acc") for f in folders) == 5
+
+
+def test_stale_heartbeat_from_another_machine_fails_the_trial(tmp_path):
+  from optuna.trial import TrialState  # noqa: PLC0415
+  from research.search import study as study_lib  # noqa: PLC0415
+  config = _config(num_trials=2, epochs=1, sleep=0.0)
+  _, _, study = _prepare(tmp_path, config)
+  trial = study_lib.pop_trial(study)
+  trial.set_user_attr("worker", "elsewhere:123")
+  trial.set_user_attr("heartbeat", time.time() - 100)
+  assert study_lib.fail_dead_trials(study, grace_s=1000) == []
+  assert study_lib.fail_dead_trials(study, grace_s=60) == [trial.number]
+  frozen = study.get_trials()[trial.number]
+  assert frozen.state == TrialState.FAIL
+  assert frozen.user_attrs["fail_reason"].startswith("no heartbeat from worker elsewhere:123")
+
+
+def test_storage_urls(tmp_path):
+  from research.search import study as study_lib  # noqa: PLC0415
+  d = str(tmp_path)
+  assert study_lib.storage_url("", d) == f"sqlite:///{d}/study.db"
+  assert study_lib.storage_url("journal:rel.log", d) == "journal:" + os.path.abspath("rel.log")
+  assert study_lib.storage_url("postgresql://u@h/db", d) == "postgresql://u@h/db"
+  with pytest.raises(ValueError, match="storage='study' is neither"):
+    study_lib.storage_url("study", d)
+  # the journal store works as a drop-in: claims are unique there too
+  storage = study_lib.open_storage(study_lib.storage_url(f"journal:{d}/s.journal", d))
+  study = study_lib.create_or_load(storage, "j")
+  study.enqueue_trial({"x": 1.0})
+  assert study_lib.pop_trial(study) is not None and study_lib.pop_trial(study) is None
