@@ -164,7 +164,7 @@ class _Spec(NamedTuple):
   params_treedef: Any
   args_treedef: Any
   detect_kinks: bool
-  chunks: tuple   # per leaf: vmap chunk size of the perturbed evaluations
+  chunk: int      # perturbed evaluations per vmapped chunk (bounds the parameter copies)
 
 
 def _parts_fn(spec: _Spec) -> Callable:
@@ -203,18 +203,19 @@ def _batched(fn: Callable, xs, chunk: int):
 
 
 @functools.partial(jax.jit, static_argnames=("spec",))
-def _evaluate(param_leaves, arg_leaves, coords, steps, directions, direction_steps, *,
+def _evaluate(param_leaves, arg_leaves, leaf_ids, coords, steps, directions, direction_steps, *,
               spec: _Spec):
   """Loss parts, analytic gradients and every perturbed evaluation, in one program.
 
   Args:
     param_leaves, arg_leaves: flat leaves of params and args.
-    coords, steps: per leaf, (E,) flat indices and signed steps: evaluation e sets
-      ``leaf.flat[coords[e]] += steps[e]``.
+    leaf_ids, coords, steps: (E,) evaluation e sets ``leaf[leaf_ids[e]].flat[coords[e]] +=
+      steps[e]``; all leaves' coordinates go through one vmap (one copy of the function in the
+      compiled program, however many leaves).
     directions: per leaf, (D, *shape) unit directions; direction_steps: (2,) the signed steps.
 
-  Returns a dict: ``parts`` (P,), ``grads`` (per leaf (P, *shape)), ``moved`` / ``losses`` /
-  ``changed`` per leaf (E,), (E, P), (E, sites) and ``dir_losses`` (D, 2, P) /
+  Returns a dict: ``parts`` (P,), ``grads`` (per leaf (P, *shape)), ``moved`` (E,) the perturbed
+  coordinate's new value, ``losses`` (E, P), ``changed`` (E, sites), ``dir_losses`` (D, 2, P),
   ``dir_changed`` (D, 2, sites).
   """
   fn = _flat_fn(spec)
@@ -238,37 +239,36 @@ def _evaluate(param_leaves, arg_leaves, coords, steps, directions, direction_ste
   def crossed(decisions):
     return kinks.decisions_changed(decisions, base_decisions)
 
-  out = {"parts": base, "grads": grads, "moved": [], "losses": [], "changed": []}
-  for i, leaf in enumerate(param_leaves):
-    def at(coord_and_step, i=i, leaf=leaf):
-      coord, step = coord_and_step
+  def at(evaluation):
+    leaf_id, coord, step = evaluation
+    leaves, moved = [], jnp.zeros((), base.dtype)
+    for i, leaf in enumerate(param_leaves):
+      hit = leaf_id == i
       flat = leaf.reshape(-1)
-      moved = flat[coord] + step
-      leaves = list(param_leaves)
-      leaves[i] = flat.at[coord].set(moved).reshape(leaf.shape)
-      value, decisions = evaluate(leaves)
-      return moved, value, crossed(decisions)
+      index = jnp.where(hit, coord, 0)
+      moved = jnp.where(hit, (flat[index] + step.astype(flat.dtype)).astype(base.dtype), moved)
+      delta = jnp.where(hit, step, jnp.zeros_like(step)).astype(flat.dtype)
+      leaves.append(flat.at[index].add(delta).reshape(leaf.shape))
+    value, decisions = evaluate(leaves)
+    return moved, value, crossed(decisions)
 
-    if coords[i].shape[0] == 0:
-      moved = jnp.zeros((0,), leaf.dtype)
-      losses = jnp.zeros((0, num_parts), base.dtype)
-      changed = jnp.zeros((0, len(base_decisions)), bool)
-    else:
-      moved, losses, changed = _batched(at, (coords[i], steps[i]), spec.chunks[i])
-    out["moved"].append(moved)
-    out["losses"].append(losses)
-    out["changed"].append(changed)
+  out = {"parts": base, "grads": grads}
+  if coords.shape[0]:
+    out["moved"], out["losses"], out["changed"] = _batched(at, (leaf_ids, coords, steps),
+                                                           spec.chunk)
+  else:
+    out["moved"] = jnp.zeros((0,), base.dtype)
+    out["losses"] = jnp.zeros((0, num_parts), base.dtype)
+    out["changed"] = jnp.zeros((0, len(base_decisions)), bool)
 
-  def along(direction_and_step):
-    direction, step = direction_and_step
-    leaves = [leaf + step * d for leaf, d in zip(param_leaves, direction)]
+  def along(direction, step):
+    leaves = [leaf + step.astype(leaf.dtype) * d for leaf, d in zip(param_leaves, direction)]
     value, decisions = evaluate(leaves)
     return value, crossed(decisions)
 
-  num_directions = directions[0].shape[0] if directions else 0
-  if num_directions:
+  if directions and directions[0].shape[0]:
     def both_signs(direction):
-      return jax.vmap(lambda s: along((direction, s)))(direction_steps)
+      return jax.vmap(lambda s: along(direction, s))(direction_steps)
     out["dir_losses"], out["dir_changed"] = jax.vmap(both_signs)(directions)
   else:
     out["dir_losses"] = jnp.zeros((0, 2, num_parts), base.dtype)
@@ -644,11 +644,11 @@ def _check(loss_fn, params, args, opts: GradCheckOptions, paths, x64_was_on: boo
   else:
     precision = f"{', '.join(sorted(param_dtypes))} (float64 casting off: expect worse errors)"
 
-  def spec_for(leaves, chunks):
+  def spec_for(leaves, chunk):
     return _Spec(loss_fn, opts.regularization, opts.has_aux, float(opts.loss_scale),
-                 params_treedef, args_treedef, opts.detect_kinks, chunks)
+                 params_treedef, args_treedef, opts.detect_kinks, chunk)
 
-  scalar_key = (spec_for(param_leaves, ()),
+  scalar_key = (spec_for(param_leaves, 0),
                 tuple((x.shape, str(x.dtype)) for x in [*param_leaves, *arg_leaves]))
   if scalar_key not in _CHECKED_SCALAR:  # Traces the loss once; cached like the jit program.
     _check_scalar(scalar_key[0], params, args)
@@ -658,7 +658,7 @@ def _check(loss_fn, params, args, opts: GradCheckOptions, paths, x64_was_on: boo
   if opts.burn_in_steps:
     full_leaves, full_treedef = jax.tree_util.tree_flatten(full_args)
     optimizer = opts.optimizer or optax.adam(1e-3)
-    burn_spec = spec_for(param_leaves, ())._replace(args_treedef=full_treedef)
+    burn_spec = spec_for(param_leaves, 0)._replace(args_treedef=full_treedef)
     param_leaves, before, after = _burn_in(param_leaves, full_leaves, spec=burn_spec,
                                            optimizer=optimizer, steps=int(opts.burn_in_steps))
     name = "optax.adam(1e-3)" if opts.optimizer is None else "the given optimizer"
@@ -675,18 +675,23 @@ def _check(loss_fn, params, args, opts: GradCheckOptions, paths, x64_was_on: boo
   plan = _step_plan(indices, hs, opts.formula)
   param_leaves = [np.asarray(leaf) for leaf in param_leaves]   # after the burn-in
   dtype = param_leaves[0].dtype
-  coords = [c for c, _ in plan]
-  steps = [s.astype(dtype) for _, s in plan]
-  chunks = tuple(max(1, CHUNK_ELEMENTS // max(1, int(np.prod(shape)))) for shape in shapes)
-  spec = spec_for(param_leaves, chunks)
+  leaf_ids = np.concatenate([np.full(c.size, i, np.int32) for i, (c, _) in enumerate(plan)])
+  coords = np.concatenate([c for c, _ in plan]).astype(np.int32)
+  steps = np.concatenate([s for _, s in plan]).astype(dtype)
+  total_size = sum(int(np.prod(shape)) for shape in shapes)
+  spec = spec_for(param_leaves, max(1, CHUNK_ELEMENTS // max(1, total_size)))
   directions = [d.astype(dtype) for d in
                 sampling.random_directions(shapes, opts.num_directions, opts.seed + 1)]
   direction_steps = np.asarray([opts.h, -opts.h], dtype)
 
   inspection = _inspection(spec, param_leaves, arg_leaves)
-  result = _evaluate(param_leaves, arg_leaves, coords, steps, directions, direction_steps,
-                     spec=spec)
+  result = _evaluate(param_leaves, arg_leaves, leaf_ids, coords, steps, directions,
+                     direction_steps, spec=spec)
   result = jax.tree_util.tree_map(np.asarray, result)
+  # Back to per-leaf blocks, in the layout of _step_plan.
+  offsets = np.cumsum([c.size for c, _ in plan])[:-1]
+  for key in ("moved", "losses", "changed"):
+    result[key] = np.split(result[key], offsets)
   ctx = _Context(paths=paths, leaves=param_leaves, indices=indices, hs=hs, opts=opts,
                  inspection=inspection, precision=precision, burn_in=burn_in, extra_warnings=[],
                  directions=[np.asarray(d) for d in directions])
