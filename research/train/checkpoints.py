@@ -42,7 +42,8 @@ def _describe_mismatch(saved: dict[str, tuple], expected: dict[str, tuple]) -> s
     lines.append(f"  {key}: expected {expected[key]}, missing from the checkpoint")
   for key in sorted(saved.keys() - expected.keys())[:3]:
     lines.append(f"  {key}: in the checkpoint {saved[key]}, unknown to this config")
-  for key in sorted(saved.keys() & expected.keys()):
+  # Parameters first: they say most plainly what changed.
+  for key in sorted(saved.keys() & expected.keys(), key=lambda k: (not k.startswith("['params']"), k)):
     if saved[key] != expected[key] and len(lines) < 6:
       lines.append(f"  {key}: checkpoint {saved[key]} vs config {expected[key]}")
   return "\n".join(lines)
@@ -65,8 +66,12 @@ class Checkpoints:
         policies.BestN(get_metric_fn=lambda m: m["val_accuracy"], reverse=False,
                        n=int(keep_best)),
     ])
+    # Handlers named up front, so a manager opened on an existing directory (resume, restore_best)
+    # can read item metadata before it has saved anything itself.
     self._manager = ocp.CheckpointManager(
         self.directory,
+        item_handlers={"state": ocp.StandardCheckpointHandler(),
+                       "meta": ocp.JsonCheckpointHandler()},
         options=ocp.CheckpointManagerOptions(
             preservation_policy=policy, enable_async_checkpointing=False, create=create,
             cleanup_tmp_directories=True))

@@ -59,5 +59,8 @@ def create_train_state(config: Any, model, tx, rng: jax.Array, dataset_or_shape:
   params = variables["params"]
   batch_stats = variables.get("batch_stats", {})
   averages = init_averages_from_config(params, config.averaging, max(1, int(steps_per_epoch)))
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                    opt_state=tx.init(params), rng=run_rng, averages=averages)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                     opt_state=tx.init(params), rng=run_rng, averages=averages)
+  # One buffer per leaf: the train step donates the state, and XLA refuses to donate a buffer
+  # that appears twice (e.g. two counters built from the same zero array).
+  return jax.tree.map(lambda leaf: jnp.array(leaf, copy=True), state)
