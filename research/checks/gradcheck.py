@@ -78,6 +78,7 @@ class GradCheckOptions:
       with a leading axis; PRNG keys are never sliced).
     burn_in_steps: optimizer steps on the full batch before checking.
     optimizer: the optax transformation of the burn-in (default ``optax.adam(1e-3)``).
+    optimizer_name: how the report names it.
     detect_kinks: trace the decisions (set False only for a function known to be smooth).
     float64: cast to float64 (False checks in the given dtype, to show why it matters).
     loss_scale: multiplies the loss (and so the gradients) before comparing.
@@ -98,6 +99,7 @@ class GradCheckOptions:
   batch_argnums: Sequence[int] | None = None
   burn_in_steps: int = 0
   optimizer: optax.GradientTransformation | None = None
+  optimizer_name: str = ""
   detect_kinks: bool = True
   float64: bool = True
   loss_scale: float = 1.0
@@ -661,7 +663,8 @@ def _check(loss_fn, params, args, opts: GradCheckOptions, paths, x64_was_on: boo
     burn_spec = spec_for(param_leaves, 0)._replace(args_treedef=full_treedef)
     param_leaves, before, after = _burn_in(param_leaves, full_leaves, spec=burn_spec,
                                            optimizer=optimizer, steps=int(opts.burn_in_steps))
-    name = "optax.adam(1e-3)" if opts.optimizer is None else "the given optimizer"
+    name = opts.optimizer_name or ("optax.adam(1e-3)" if opts.optimizer is None
+                                   else "the given optimizer")
     burn_in = BurnIn(steps=int(opts.burn_in_steps), optimizer=name, loss_before=float(before),
                      loss_after=float(after))
 
