@@ -239,7 +239,8 @@ def _evaluate(param_leaves, arg_leaves, leaf_ids, coords, steps, directions, dir
                                        for p in range(num_parts)])]
 
   def crossed(decisions):
-    return kinks.decisions_changed(decisions, base_decisions)
+    # One trailing always-False column: lax.map cannot chunk a zero-sized axis (no sites).
+    return jnp.append(kinks.decisions_changed(decisions, base_decisions), False)
 
   def at(evaluation):
     leaf_id, coord, step = evaluation
@@ -261,7 +262,7 @@ def _evaluate(param_leaves, arg_leaves, leaf_ids, coords, steps, directions, dir
   else:
     out["moved"] = jnp.zeros((0,), base.dtype)
     out["losses"] = jnp.zeros((0, num_parts), base.dtype)
-    out["changed"] = jnp.zeros((0, len(base_decisions)), bool)
+    out["changed"] = jnp.zeros((0, len(base_decisions) + 1), bool)
 
   def along(direction, step):
     leaves = [leaf + step.astype(leaf.dtype) * d for leaf, d in zip(param_leaves, direction)]
@@ -274,7 +275,7 @@ def _evaluate(param_leaves, arg_leaves, leaf_ids, coords, steps, directions, dir
     out["dir_losses"], out["dir_changed"] = jax.vmap(both_signs)(directions)
   else:
     out["dir_losses"] = jnp.zeros((0, 2, num_parts), base.dtype)
-    out["dir_changed"] = jnp.zeros((0, 2, len(base_decisions)), bool)
+    out["dir_changed"] = jnp.zeros((0, 2, len(base_decisions) + 1), bool)
   return out
 
 
@@ -691,6 +692,8 @@ def _check(loss_fn, params, args, opts: GradCheckOptions, paths, x64_was_on: boo
   result = _evaluate(param_leaves, arg_leaves, leaf_ids, coords, steps, directions,
                      direction_steps, spec=spec)
   result = jax.tree_util.tree_map(np.asarray, result)
+  result["changed"] = result["changed"][..., :-1]
+  result["dir_changed"] = result["dir_changed"][..., :-1]
   # Back to per-leaf blocks, in the layout of _step_plan.
   offsets = np.cumsum([c.size for c, _ in plan])[:-1]
   for key in ("moved", "losses", "changed"):
