@@ -72,7 +72,7 @@ def check_dense_hessian_fits(params: Params, max_hessian_bytes: int) -> None:
         f"{_gib(max_hessian_bytes)}; use hessian_free_newton or lbfgs, which never form it")
 
 
-def newton(damping: float = 1e-3, adaptive_damping: bool = True,
+def newton(damping: float = 1.0, adaptive_damping: bool = True,
            max_hessian_bytes: int = DEFAULT_MAX_HESSIAN_BYTES
            ) -> optax.GradientTransformationExtraArgs:
   """Damped Newton step ``x += -(H + damping * I)^-1 g`` with the dense Hessian ``H``.
