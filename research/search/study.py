@@ -93,13 +93,14 @@ def load(storage: optuna.storages.BaseStorage, name: str,
 
 def make_pruner(search_cfg) -> optuna.pruners.BasePruner:
   """``config.search.pruner``: ``median`` (stop a trial whose epoch-``t`` validation accuracy is
-  below the median of earlier trials at ``t``), ``successive_halving`` (keep the top
+  below the median of earlier trials at ``t``, after ``pruner_startup_trials`` trials), ``successive_halving`` (keep the top
   ``1/reduction_factor`` at rungs 1, 4, 16, ... epochs) or ``none``."""
   name = search_cfg.get("pruner", "median")
+  # The warm-up (``pruner_warmup_epochs``: epochs never pruned) is applied by the worker, which
+  # also never prunes after a trial's last epoch.
   if name == "median":
     return optuna.pruners.MedianPruner(
-        n_startup_trials=int(search_cfg.get("pruner_startup_trials", 4)),
-        n_warmup_steps=int(search_cfg.get("pruner_warmup_epochs", 1)))
+        n_startup_trials=int(search_cfg.get("pruner_startup_trials", 4)))
   if name == "successive_halving":
     return optuna.pruners.SuccessiveHalvingPruner(
         min_resource=1, reduction_factor=int(search_cfg.get("reduction_factor", 4)))

@@ -100,6 +100,7 @@ class Claimed:
         base_config, {p.name: p.path for p in space.params}, self.params,
         num_epochs=self.num_epochs, seed=self.seed)
     self.workdir = trials_lib.running_dir(search_dir, stage, trial.number)
+    self.warmup = int(base_config.search.get("pruner_warmup_epochs", 1))
     self.history: list[dict] = []
     self.pruned = False
     self.start = time.time()
@@ -128,8 +129,11 @@ class Claimed:
     accuracy = record.get("val_accuracy")
     if accuracy is None or not math.isfinite(float(accuracy)):
       return False
-    self.trial.report(float(accuracy), int(record.get("epoch", epoch)))
-    if self.trial.should_prune():
+    step = int(record.get("epoch", epoch + 1))
+    self.trial.report(float(accuracy), step)
+    # No pruning during the warm-up epochs, nor after the last epoch (the trial is done anyway:
+    # pruning it then would only drop a finished trial from the ranking).
+    if self.warmup < step < self.num_epochs and self.trial.should_prune():
       self.pruned = True
       return True
     return False
