@@ -231,10 +231,11 @@ def train_and_evaluate(config: Any, workdir: str, *,
                                                                   plateau_state.scale))
       record["time"] = time.perf_counter() - start
       loop["history"].append({"epoch": epoch + 1, **record})
+      writer.write_scalars(epoch + 1, record)
       if ckpts:
+        writer.flush()  # the epoch's records reach the disk before the checkpoint that covers it
         ckpts.save(epoch + 1, state, {"epoch": epoch + 1, "val_accuracy": selected,
                                       "loop": loop}, selected)
-      writer.write_scalars(epoch + 1, record)
       log(progress(epoch, record))
       if figures_every and (epoch + 1) % figures_every == 0 and epoch + 1 < num_epochs:
         writer.flush()
