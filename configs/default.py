@@ -31,6 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.features = (32, 64)     # cnn / cnn1d conv channels
   config.model.activation = "relu"     # relu | tanh | sigmoid
   config.model.init = "he"             # xavier | he | small (std 0.01) | unit (std 1)
+  config.model.output_scale = 0.1      # output layer = init scheme x this (initial loss ~ ln C)
   config.model.batch_norm = False
   config.model.dropout = 0.0           # drop probability (inverted dropout)
 

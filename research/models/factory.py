@@ -33,6 +33,8 @@ def validate_model_config(model_cfg: Any) -> None:
   if not 0.0 <= float(model_cfg.dropout) < 1.0:
     raise ValueError(f"config.model.dropout={model_cfg.dropout!r} is a drop probability: it must "
                      "be in [0, 1).")
+  if not float(model_cfg.get("output_scale", 0.1)) > 0:
+    raise ValueError(f"config.model.output_scale={model_cfg.output_scale!r} must be > 0.")
   if model_cfg.name == "mlp":
     _positive_ints("hidden_sizes", model_cfg.hidden_sizes)
   else:
@@ -55,7 +57,8 @@ def create_model(model_cfg: Any, num_classes: int,
   validate_model_config(model_cfg)
   common = dict(num_classes=int(num_classes), activation=model_cfg.activation,
                 initializer=model_cfg.init, batch_norm=bool(model_cfg.batch_norm),
-                dropout=float(model_cfg.dropout))
+                dropout=float(model_cfg.dropout),
+                output_scale=float(model_cfg.get("output_scale", 0.1)))
   if model_cfg.name == "mlp":
     return MLP(hidden_sizes=tuple(int(h) for h in model_cfg.hidden_sizes), **common)
   hidden = int(model_cfg.get("hidden", 128))

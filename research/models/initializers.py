@@ -6,7 +6,10 @@
 * ``small``: ``w ~ N(0, 0.01**2)`` — fine for small nets, vanishing activations in deep ones;
 * ``unit``: ``w ~ N(0, 1)`` — exploding logits and saturated units (an initial loss far above
   ``ln(C)``).
-Biases start at zero.
+Biases start at zero. The output layer's kernel is drawn from the same scheme and multiplied by
+``output_scale`` (default 0.1): with He or Xavier scaling the logits of an untrained network would
+have a variance near 2, an initial loss near ``ln(C) + 1`` instead of the ``ln(C)`` of a uniform
+softmax that the playbook's first sanity check expects. ``unit`` stays far off either way.
 """
 from __future__ import annotations
 
@@ -31,3 +34,10 @@ def kernel_init(name: str) -> nn.initializers.Initializer:
     return nn.initializers.normal(1.0)
   raise ValueError(f"config.model.init={name!r} is unknown; choose one of "
                    f"{', '.join(INITIALIZERS)}.")
+
+
+def scaled(init: nn.initializers.Initializer, scale: float) -> nn.initializers.Initializer:
+  """``init`` multiplied by ``scale`` (used for the output layer)."""
+  def scaled_init(key, shape, dtype=None):
+    return scale * init(key, shape, dtype) if dtype is not None else scale * init(key, shape)
+  return scaled_init

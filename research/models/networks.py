@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from research.models.initializers import kernel_init
+from research.models.initializers import kernel_init, scaled
 
 ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh, "sigmoid": nn.sigmoid}
 
@@ -45,6 +45,7 @@ class MLP(nn.Module):
   initializer: str = "he"
   batch_norm: bool = False
   dropout: float = 0.0
+  output_scale: float = 0.1
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -52,7 +53,8 @@ class MLP(nn.Module):
     for i, width in enumerate(self.hidden_sizes):
       h = nn.Dense(width, kernel_init=kernel_init(self.initializer), name=f"Dense_{i}")(h)
       h = _Hidden(self.activation, self.batch_norm, self.dropout, i, name=f"hidden_{i}")(h, train)
-    return nn.Dense(self.num_classes, kernel_init=kernel_init(self.initializer),
+    return nn.Dense(self.num_classes,
+                    kernel_init=scaled(kernel_init(self.initializer), self.output_scale),
                     name=f"Dense_{len(self.hidden_sizes)}")(h)
 
 
@@ -65,6 +67,7 @@ class CNN(nn.Module):
   initializer: str = "he"
   batch_norm: bool = False
   dropout: float = 0.0
+  output_scale: float = 0.1
   kernel_size: tuple[int, ...] = (3, 3)
   pool: tuple[int, ...] = (2, 2)
 
@@ -82,7 +85,9 @@ class CNN(nn.Module):
     n = len(self.features)
     h = nn.Dense(self.hidden, kernel_init=kernel_init(self.initializer), name="Dense_0")(h)
     h = _Hidden(self.activation, self.batch_norm, self.dropout, n, name=f"hidden_{n}")(h, train)
-    return nn.Dense(self.num_classes, kernel_init=kernel_init(self.initializer), name="Dense_1")(h)
+    return nn.Dense(self.num_classes,
+                    kernel_init=scaled(kernel_init(self.initializer), self.output_scale),
+                    name="Dense_1")(h)
 
 
 class CNN1D(CNN):
