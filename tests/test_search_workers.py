@@ -185,3 +185,34 @@ def test_storage_urls(tmp_path):
   study = study_lib.create_or_load(storage, "j")
   study.enqueue_trial({"x": 1.0})
   assert study_lib.pop_trial(study) is not None and study_lib.pop_trial(study) is None
+
+
+def test_master_runs_stages_with_local_workers_and_continues(tmp_path, monkeypatch):
+  from research.search import master, study as study_lib  # noqa: PLC0415
+  monkeypatch.setenv("PYTHONPATH", os.pathsep.join([os.path.dirname(__file__), ROOT]))
+  config = _config(num_trials=6, epochs=1, sleep=0.0, lr_range=(1e-4, 1e-1))
+  config.search.stage_epochs, config.search.stage_trials = (1, 2), (6, 3)
+  config.search.num_workers = 2
+  search_dir = str(tmp_path / "search")
+  lines = []
+  report = master.run_search(config, search_dir, log=lines.append)
+  text = "\n".join(lines)
+  assert "python " in text and "--storage=sqlite:///" in text  # the remote-worker command
+  storage = study_lib.open_storage(report.storage_url)
+  stage0 = study_lib.load(storage, "test/stage0")
+  stage1 = study_lib.load(storage, "test/stage1")
+  assert study_lib.counts(stage0)["COMPLETE"] == 6 and study_lib.counts(stage1)["COMPLETE"] == 3
+  # stage 1 sampled inside the range narrowed around stage 0's two best trials
+  low, high = (stage1.user_attrs["space"]["learning_rate"][k] for k in ("low", "high"))
+  best = sorted(stage0.get_trials(), key=lambda t: -t.value)[:2]
+  assert low <= min(t.params["learning_rate"] for t in best) <= high
+  assert all(low <= t.params["learning_rate"] <= high for t in stage1.get_trials())
+  assert high / low < 1e3  # narrower than the 3-decade stage-0 range
+  # fake accuracy peaks at lr = 1e-2: the best trial is the one closest to it
+  assert report.best.value == max(t.value for t in stage0.get_trials() + stage1.get_trials())
+  assert report.table.splitlines()[1].split()[3] == f"{report.best.value:.4f}"
+  assert os.path.exists(os.path.join(search_dir, "results.txt"))
+  # running it again continues the finished search: nothing is trained twice
+  again = master.run_search(config, search_dir, log=lines.append)
+  assert len(stage0.get_trials()) == 6 and len(stage1.get_trials()) == 3
+  assert again.best == report.best

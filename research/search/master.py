@@ -259,16 +259,18 @@ def run_search(config: ml_collections.ConfigDict, search_dir: str, *, log: Log =
   log("[master] start a worker on another machine (same store, shared search dir) with:\n  "
       "python " + " ".join(shlex.quote(c) for c in command[1:]))
   pool = None
-  if launch_workers and int(search_cfg.num_workers) > 0:
-    pool = WorkerPool(command, int(search_cfg.num_workers), os.path.join(search_dir, "logs"),
-                      int(search_cfg.get("max_worker_restarts", 2)), log)
-    pool.start()
-    log(f"[master] {pool.count} local workers started (population {population} each), logs in "
-        f"{pool.log_dir}")
   warnings: list[str] = []
   try:
     for stage in opened.stages:
       study = prepare_stage(storage, name, stage, opened.space, search_cfg, int(config.seed), log)
+      pending = study_lib.counts(study)
+      if (pool is None and launch_workers and int(search_cfg.num_workers) > 0
+          and pending["WAITING"] + pending["RUNNING"]):  # started once there is work
+        pool = WorkerPool(command, int(search_cfg.num_workers), os.path.join(search_dir, "logs"),
+                          int(search_cfg.get("max_worker_restarts", 2)), log)
+        pool.start()
+        log(f"[master] {pool.count} local workers started (population {population} each), "
+            f"logs in {pool.log_dir}")
       watch_stage(study, pool, search_cfg, log)
       log(f"[master] stage {stage.index} done: {study_lib.counts(study)}")
       stage_warn = stage_warnings(study, search_cfg)
