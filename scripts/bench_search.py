@@ -32,7 +32,7 @@ def _members(config, p: int, seed: int):
   from research.search import space as space_lib, trials  # noqa: PLC0415
   space = space_lib.Space.from_dict(config.search.space.to_dict())
   # a sane learning-rate band, so that no member diverges and every member trains all epochs
-  space = space_lib.Space(tuple(q.with_range(1e-2, 0.3) if q.name == "learning_rate" else q
+  space = space_lib.Space(tuple(q.with_range(3e-3, 3e-2) if q.name == "learning_rate" else q
                                 for q in space.params))
   points = space_lib.sample(space, p, seed=seed)
   paths = {q.name: q.path for q in space.params}
@@ -54,8 +54,11 @@ def main(argv):
       times = []
       for repeat in range(2):
         start = time.perf_counter()
-        population.train_population(_members(config, p, repeat))
+        result = population.train_population(_members(config, p, repeat))
         times.append(time.perf_counter() - start)
+        stopped = [e for e in result.errors if e]
+        if stopped:  # a member that stops early would flatter the rate
+          print(f"warning: P={p}: {len(stopped)} members diverged: {stopped[0]}")
       rows.append((f"population P={p}", p, times[0], times[1]))
     ref = _members(config, 2, 7)
     for i, member in enumerate(ref):
