@@ -1,0 +1,171 @@
+r"""Throughput of the jitted train step against a plain hand-written jax+optax step and torch.
+
+    python scripts/bench_train.py                 # digits MLP and CNN, batch 64
+    python scripts/bench_train.py --batch_size=256 --repeats=7
+
+Rows (examples/s, best of ``--repeats`` timed passes over ``--steps`` batches, interleaved so
+machine noise hits all variants alike):
+
+* ``plain``: ``value_and_grad`` + ``optax.adam`` + ``apply_updates`` on a params/opt_state pair,
+  jitted with donation — the reference a researcher would write by hand;
+* ``ours``: ``research.train.make_train_step`` (TrainState, Nesterov-aware gradient point, our
+  Adam with hyperparameters in the state), monitors off;
+* ``ours+monitors``: the training loop's pattern: the monitored step (update ratios, activation
+  and gradient histograms) every ``--every`` steps, written by the background MetricsWriter;
+* ``torch``: the same network and Adam in torch on CPU (when torch is installed).
+Batches are device arrays prepared beforehand, so the rows time the step, not the data path.
+Ratios are against ``plain`` measured in the same run.
+"""
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+_BATCH = flags.DEFINE_integer("batch_size", 64, "Examples per step.")
+_STEPS = flags.DEFINE_integer("steps", 200, "Steps per timed pass.")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed passes per variant (best reported).")
+_EVERY = flags.DEFINE_integer("every", 20, "Monitored step every N steps in ours+monitors.")
+_MODELS = flags.DEFINE_list("models", ["mlp", "cnn"], "Models to time.")
+
+
+def _jax_variants(config, dataset, batch, steps, every):
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  from research import models, monitor, optim, train  # pylint: disable=g-import-not-at-top
+
+  model = models.create_model(config.model, dataset.num_classes, dataset.image_shape)
+  rng = jax.random.PRNGKey(0)
+  n = len(dataset.x_train)
+  idx = [(i * batch) % (n - batch) for i in range(steps)]
+  xs = [jnp.asarray(dataset.x_train[i:i + batch]) for i in idx]
+  ys = [jnp.asarray(dataset.y_train[i:i + batch]) for i in idx]
+
+  # The hand-written reference.
+  ref_tx = optax.adam(config.optimizer.learning_rate)
+
+  def plain_step(params, opt_state, x, y):
+    def loss_fn(p):
+      logits = model.apply({"params": p}, x, train=True)
+      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = ref_tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+  plain_step = jax.jit(plain_step, donate_argnums=(0, 1))
+
+  tx = optim.get_optimizer(config.optimizer, steps_per_epoch=n // batch)
+  ours_step = jax.jit(train.make_train_step(model, tx, config), donate_argnums=0)
+  monitored_step = jax.jit(train.make_train_step(model, tx, config, monitored=True),
+                           donate_argnums=0)
+
+  def run_plain():
+    params = model.init(rng, xs[0])["params"]
+    opt_state = ref_tx.init(params)
+    jax.block_until_ready(params)
+    start = time.perf_counter()
+    for x, y in zip(xs, ys):
+      params, opt_state, loss = plain_step(params, opt_state, x, y)
+    jax.block_until_ready(loss)
+    return time.perf_counter() - start
+
+  def run_ours(monitors):
+    state = train.create_train_state(config, model, tx, rng, dataset)
+    workdir = tempfile.mkdtemp(prefix="bench_train_") if monitors else None
+    writer = monitor.MetricsWriter(workdir) if monitors else None
+    jax.block_until_ready(state)
+    start = time.perf_counter()
+    for i, (x, y) in enumerate(zip(xs, ys)):
+      if monitors and i % every == 0:
+        state, metrics = monitored_step(state, x, y)
+        writer.write_sample(i / steps, metrics["update_ratio"], metrics["layers"])
+      else:
+        state, metrics = ours_step(state, x, y)
+    jax.block_until_ready(metrics["loss"])
+    seconds = time.perf_counter() - start
+    if writer is not None:
+      writer.close()
+      shutil.rmtree(workdir, ignore_errors=True)
+    return seconds
+
+  return {"plain": run_plain, "ours": lambda: run_ours(False),
+          "ours+monitors": lambda: run_ours(True)}
+
+
+def _torch_variant(config, dataset, batch, steps):
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None
+  torch.set_num_threads(os.cpu_count() or 1)
+  n = len(dataset.x_train)
+  idx = [(i * batch) % (n - batch) for i in range(steps)]
+  if config.model.name == "mlp":
+    layers, width = [torch.nn.Flatten()], 64
+    for h in config.model.hidden_sizes:
+      layers += [torch.nn.Linear(width, h), torch.nn.ReLU()]
+      width = h
+    net = torch.nn.Sequential(*layers, torch.nn.Linear(width, dataset.num_classes))
+    to_input = lambda x: torch.from_numpy(x)  # noqa: E731
+  else:
+    f1, f2 = config.model.features
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, f1, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(f1, f2, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(), torch.nn.Linear(f2 * 4, 128), torch.nn.ReLU(),
+        torch.nn.Linear(128, dataset.num_classes))
+    to_input = lambda x: torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()  # noqa: E731
+  xs = [to_input(dataset.x_train[i:i + batch]) for i in idx]
+  ys = [torch.from_numpy(dataset.y_train[i:i + batch].astype("int64")) for i in idx]
+  opt = torch.optim.Adam(net.parameters(), lr=config.optimizer.learning_rate)
+  loss_fn = torch.nn.CrossEntropyLoss()
+
+  def run():
+    start = time.perf_counter()
+    for x, y in zip(xs, ys):
+      opt.zero_grad(set_to_none=True)
+      loss = loss_fn(net(x), y)
+      loss.backward()
+      opt.step()
+    return time.perf_counter() - start
+  return run
+
+
+def main(argv):
+  del argv
+  from configs import default  # pylint: disable=g-import-not-at-top
+  from research import data  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  batch, steps, every = _BATCH.value, _STEPS.value, _EVERY.value
+  print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({jax.device_count()} devices), "
+        f"{os.cpu_count()} cpus; batch {batch}, {steps} steps per pass, best of "
+        f"{_REPEATS.value}; monitors every {every} steps")
+  for name in _MODELS.value:
+    config = default.get_config()
+    config.model.name = name
+    config.monitor.every_steps = every
+    dataset = data.load_dataset(config.data)
+    variants = _jax_variants(config, dataset, batch, steps, every)
+    torch_run = _torch_variant(config, dataset, batch, steps)
+    if torch_run is not None:
+      variants["torch"] = torch_run
+    for run in variants.values():  # compile / warm up
+      run()
+    best = {k: float("inf") for k in variants}
+    for _ in range(_REPEATS.value):
+      for key, run in variants.items():
+        best[key] = min(best[key], run())
+    print(f"\n{name}: {'variant':<15} {'examples/s':>12} {'us/step':>9} {'vs plain':>9}")
+    for key, seconds in best.items():
+      print(f"{name}: {key:<15} {steps * batch / seconds:>12,.0f} {1e6 * seconds / steps:>9.1f} "
+            f"{best['plain'] / seconds:>8.2f}x")
+    print(f"{name}: ours/plain time ratio {best['ours'] / best['plain']:.3f}; monitor cost "
+          f"{best['ours+monitors'] / best['ours'] - 1:+.1%} (target <= +10%)")
+
+
+if __name__ == "__main__":
+  app.run(main)
