@@ -78,6 +78,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.monitor = ml_collections.ConfigDict()
   config.monitor.enabled = True
   config.monitor.every_steps = 20      # sample update ratios / histograms every N steps
+  config.monitor.figures = True        # PNGs at the end (and every figures_every_epochs); False
+                                       # for many short runs (search trials): verdict only
   config.monitor.figures_every_epochs = 10
   config.monitor.histogram_bins = 30
 

@@ -19,6 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
   config = default.get_config()
   config.train.num_epochs = 20
   config.monitor.enabled = False       # the ensemble runner does not babysit its members
+  config.monitor.figures = False
   # Averages kept in every member's train state (kind 4 and the EMA/Polyak rows).
   config.averaging.ema_decay = 0.99    # ~100-step horizon, ~5 epochs of digits
   config.averaging.polyak_start_epoch = 10

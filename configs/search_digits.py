@@ -39,6 +39,7 @@ def get_config() -> ml_collections.ConfigDict:
   # than the training of a digits trial.
   config.monitor.enabled = False
   config.monitor.figures_every_epochs = 0
+  config.monitor.figures = False        # no PNGs per trial: the master draws the study's figures
 
   config.search = ml_collections.ConfigDict()
   config.search.name = "search_digits"

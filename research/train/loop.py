@@ -171,7 +171,8 @@ def train_and_evaluate(config: Any, workdir: str, *,
   monitored_step = jax.jit(make_train_step(model, tx, config, monitored=True), donate_argnums=0)
   eval_step = jax.jit(make_eval_step(model))
   monitor_every = int(config.monitor.every_steps) if config.monitor.enabled else 0
-  figures_every = int(config.monitor.figures_every_epochs)
+  draw_figures = bool(config.monitor.get("figures", True))
+  figures_every = int(config.monitor.figures_every_epochs) if draw_figures else 0
   writer = monitor.MetricsWriter(workdir)
   progress = monitor.ProgressLine(int(config.train.num_epochs), start_epoch=start_epoch)
   x_train, y_train = dataset.x_train, dataset.y_train
@@ -261,7 +262,7 @@ def train_and_evaluate(config: Any, workdir: str, *,
   kernel = _first_kernel(jax.device_get(state.params))
   if kernel is not None:
     monitor.save_first_layer(workdir, kernel, dataset.image_shape)
-  figures = monitor.make_figures(workdir)
+  figures = monitor.make_figures(workdir) if draw_figures else []
   verdict = monitor.write_verdict(workdir)
   log(f"best val accuracy {loop['best_val_accuracy']:.4f} (epoch {loop['best_epoch']}), final "
       f"test accuracy {test['accuracy']:.4f} ({export} parameters)")
