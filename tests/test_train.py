@@ -61,7 +61,7 @@ def test_outputs_exist_and_are_readable(finished_run):
   assert {"train_loss", "val_accuracy", "activations/act_0", "gradients/Dense_0/kernel"} <= tags
   for name in ("loss.png", "loss_log.png", "accuracy.png", "update_ratios.png",
                "activation_histograms.png", "gradient_histograms.png",
-               "first_layer_weights.png"):
+               "first_layer_weights.png", "averages.png"):
     image = matplotlib.image.imread(os.path.join(workdir, "figures", name))
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100, name
   assert open(os.path.join(workdir, "verdict.txt")).read().strip()

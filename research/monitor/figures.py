@@ -8,6 +8,7 @@ whose data is present:
 ``loss.png``                    training loss vs epoch (per batch faint, epoch mean bold), val loss
 ``loss_log.png``                the same with a log y axis
 ``accuracy.png``                train and validation accuracy with the gap shaded
+``averages.png``                val accuracy and loss of raw, EMA and Polyak parameters (when kept)
 ``update_ratios.png``           ||update||/||w|| per leaf over time, log y, 1e-3 and its band
 ``activation_histograms.png``   per layer, a few snapshots over training; dead/saturated % in titles
 ``gradient_histograms.png``     per parameter leaf, the latest gradient histogram; norm in titles
@@ -99,6 +100,30 @@ def accuracy_figure(metrics: list[dict], path: str) -> str | None:
   ax.set_title(title)
   ax.grid(True, alpha=0.3)
   ax.legend(loc="lower right")
+  return _save(fig, path)
+
+
+def averages_figure(metrics: list[dict], path: str) -> str | None:
+  """Validation accuracy and loss of the raw, EMA and Polyak parameters side by side (drawn only
+  when the run kept an average: keys ``ema/val_accuracy``, ``polyak/val_accuracy``)."""
+  names = [n for n in ("ema", "polyak") if records_lib.series(metrics, f"{n}/val_accuracy")[1].size]
+  if not names:
+    return None
+  fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+  colors = {"raw": "tab:orange", "ema": "tab:green", "polyak": "tab:purple"}
+  for name in ["raw"] + names:
+    prefix = "" if name == "raw" else f"{name}/"
+    epochs, acc = records_lib.series(metrics, f"{prefix}val_accuracy")
+    loss_epochs, loss = records_lib.series(metrics, f"{prefix}val_loss")
+    label = f"{name} (final {100 * acc[-1]:.1f}%)" if acc.size else name
+    acc_ax.plot(epochs, 100 * acc, color=colors[name], lw=2, marker="o", ms=3, label=label)
+    loss_ax.plot(loss_epochs, loss, color=colors[name], lw=2, marker="o", ms=3, label=name)
+  acc_ax.set(xlabel="epoch", ylabel="validation accuracy (%)",
+             title="Raw vs averaged parameters: accuracy")
+  loss_ax.set(xlabel="epoch", ylabel="validation loss", title="... and loss")
+  for ax in (acc_ax, loss_ax):
+    ax.grid(True, alpha=0.3)
+    ax.legend()
   return _save(fig, path)
 
 
@@ -300,6 +325,7 @@ def make_figures(workdir: str) -> list[str]:
       loss_figure(metrics, target("loss.png")),
       loss_figure(metrics, target("loss_log.png"), log=True),
       accuracy_figure(metrics, target("accuracy.png")),
+      averages_figure(metrics, target("averages.png")),
       update_ratio_figure(metrics, target("update_ratios.png")),
       activation_histogram_figure(metrics, histograms, target("activation_histograms.png")),
       gradient_histogram_figure(metrics, histograms, target("gradient_histograms.png")),
