@@ -58,8 +58,9 @@ def best_val_accuracy(workdir: str) -> tuple[float, int]:
 def find_run_workdirs(paths: Sequence[str] | str) -> list[str]:
   """Expands paths, globs and search directories into run workdirs (dirs with metrics.jsonl).
 
-  A path that is itself a run workdir is kept; otherwise its sub-directories (recursively) that
-  are run workdirs are taken, sorted by path.
+  A path that is itself a run workdir is kept; a search directory (``research.search``; it has a
+  ``trials/`` folder) contributes its finished trials (``research.search.top_trials``); otherwise
+  its sub-directories (recursively) that are run workdirs are taken, sorted by path.
   """
   if isinstance(paths, str):
     paths = [p for p in paths.split(",") if p.strip()]
@@ -68,6 +69,10 @@ def find_run_workdirs(paths: Sequence[str] | str) -> list[str]:
     for path in sorted(glob.glob(os.path.expanduser(pattern.strip()))) or [pattern.strip()]:
       if os.path.exists(os.path.join(path, "metrics.jsonl")):
         found.append(path)
+      elif os.path.isdir(os.path.join(path, "trials")):
+        # A search directory: its finished trials only (not pruned or failed ones).
+        from research.search import top_trials  # noqa: PLC0415
+        found.extend(top_trials(path, 10**9))
       elif os.path.isdir(path):
         for root, _, files in sorted(os.walk(path)):
           if "metrics.jsonl" in files:
