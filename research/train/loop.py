@@ -266,8 +266,9 @@ def train_and_evaluate(config: Any, workdir: str, *,
   verdict = monitor.write_verdict(workdir)
   log(f"best val accuracy {loop['best_val_accuracy']:.4f} (epoch {loop['best_epoch']}), final "
       f"test accuracy {test['accuracy']:.4f} ({export} parameters)")
-  log(f"figures: {os.path.join(workdir, 'figures')} ({len(figures)} PNGs); verdict "
-      f"({os.path.join(workdir, 'verdict.txt')}):")
+  where = (f"{os.path.join(workdir, 'figures')} ({len(figures)} PNGs)" if draw_figures else
+           "off (config.monitor.figures=False)")
+  log(f"figures: {where}; verdict ({os.path.join(workdir, 'verdict.txt')}):")
   for line in verdict:
     log(f"  {line}")
   return TrainResult(state=state, history=loop["history"],
