@@ -5,18 +5,29 @@ Rules (each an ``optax.GradientTransformation`` whose ``update`` returns the del
 and ``add_weight_decay`` (L2 on weights, ``weights_only_mask``). ``get_optimizer(config.optimizer,
 steps_per_epoch)`` builds one from a config; hyperparameters live in the optimizer state
 (``get_learning_rate``, ``scale_learning_rate``, ``set_hyperparams``, ``init_population``).
+
+Second-order rules (``optax.GradientTransformationExtraArgs``: ``update`` also takes
+``value_fn=loss`` and optionally ``value=``; see ``research.optim.second_order``): ``newton``
+(dense Hessian, damped), ``hessian_free_newton`` (Hessian-vector products + conjugate gradient),
+``lbfgs`` (two-loop recursion + zoom line search); ``make_step`` is the training step that drives
+them (full batch or mini-batch), ``evaluation_count`` reads the work each rule did.
 """
 from research.optim import schedules
+from research.optim.hessian_free import hessian_free_newton
 from research.optim.hyperparams import (get_hyperparams, get_learning_rate, init_population,
                                         scale_learning_rate, set_hyperparams)
+from research.optim.lbfgs import lbfgs
+from research.optim.newton import newton
 from research.optim.registry import OPTIMIZERS, get_optimizer, get_plateau
 from research.optim.rules import (adagrad, adam, add_weight_decay, gradient_point, momentum,
                                   nesterov, nesterov_lookahead, rmsprop, sgd, weights_only_mask)
 from research.optim.schedules import SCHEDULES, ReduceOnPlateau
+from research.optim.second_order import evaluation_count, make_step
 
 __all__ = [
     "OPTIMIZERS", "SCHEDULES", "ReduceOnPlateau", "adagrad", "adam", "add_weight_decay",
-    "get_hyperparams", "get_learning_rate", "get_optimizer", "get_plateau", "gradient_point",
-    "init_population", "momentum", "nesterov", "nesterov_lookahead", "rmsprop",
-    "scale_learning_rate", "schedules", "set_hyperparams", "sgd", "weights_only_mask",
+    "evaluation_count", "get_hyperparams", "get_learning_rate", "get_optimizer", "get_plateau",
+    "gradient_point", "hessian_free_newton", "init_population", "lbfgs", "make_step", "momentum",
+    "nesterov", "nesterov_lookahead", "newton", "rmsprop", "scale_learning_rate", "schedules",
+    "set_hyperparams", "sgd", "weights_only_mask",
 ]
