@@ -4,13 +4,15 @@ r"""Hyperparameter search: master of a coarse-to-fine search with local workers.
     python scripts/search.py --config=configs/search_digits.py --search_dir=/tmp/s \
         --config.search.num_workers=3 --config.search.stage_trials="(24,8,4)"
 
-Running it again with the same --search_dir continues the search. Prints the ranked table, the
+Stopping it (Ctrl-C, or SIGTERM from a scheduler) stops its local workers; their running trials
+are failed and retried, and running it again with the same --search_dir continues the search. Prints the ranked table, the
 border warnings and the figure paths; everything is also in <search_dir>/results.txt, the trials
 in <search_dir>/trials (``ls | sort`` ranks them), the store in <search_dir>/study.db.
 """
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 from absl import app, flags
@@ -24,11 +26,23 @@ _CONFIG = config_flags.DEFINE_config_file(
 _SEARCH_DIR = flags.DEFINE_string("search_dir", "/tmp/search_digits", "Search directory.")
 
 
+def _stop_on_sigterm(signum, frame):
+  # A scheduler's SIGTERM must run the master's cleanup (stop the local workers) like Ctrl-C does.
+  del signum, frame
+  raise KeyboardInterrupt
+
+
 def main(argv):
   del argv
+  signal.signal(signal.SIGTERM, _stop_on_sigterm)
   from research.search import master  # noqa: PLC0415
-  report = master.run_search(_CONFIG.value, _SEARCH_DIR.value,
-                             log=lambda m: print(m, flush=True))
+  try:
+    report = master.run_search(_CONFIG.value, _SEARCH_DIR.value,
+                               log=lambda m: print(m, flush=True))
+  except KeyboardInterrupt:
+    print(f"\n[master] stopped; local workers stopped, their running trials will be retried. "
+          f"Continue with the same command (--search_dir={_SEARCH_DIR.value}).", flush=True)
+    return 130
   print("\n" + report.table)
   print("\nborder warnings:" if report.warnings else "\nborder warnings: none")
   for line in report.warnings:

@@ -216,3 +216,57 @@ def test_master_runs_stages_with_local_workers_and_continues(tmp_path, monkeypat
   again = master.run_search(config, search_dir, log=lines.append)
   assert len(stage0.get_trials()) == 6 and len(stage1.get_trials()) == 3
   assert again.best == report.best
+
+
+def test_master_stopped_mid_stage_continues_without_losing_or_repeating_trials(tmp_path,
+                                                                             monkeypatch):
+  """Ctrl-C (or SIGTERM, which scripts/search.py turns into it) in the middle of a stage stops the
+  local workers; running the master again fails and retries their interrupted trials once, keeps
+  the finished ones, and completes every point of the stage exactly once."""
+  from optuna.trial import TrialState  # noqa: PLC0415
+  from research.search import master, study as study_lib  # noqa: PLC0415
+  monkeypatch.setenv("PYTHONPATH", os.pathsep.join([os.path.dirname(__file__), ROOT]))
+  config = _config(num_trials=8, epochs=2, sleep=0.4)
+  config.search.num_workers = 2
+  search_dir = str(tmp_path / "search")
+  pools = []
+  original_start = master.WorkerPool.start
+
+  def recording_start(pool):
+    pools.append(pool)
+    original_start(pool)
+
+  monkeypatch.setattr(master.WorkerPool, "start", recording_start)
+
+  def stop_after_first_result(line):
+    if ": COMPLETE" in line:
+      raise KeyboardInterrupt  # what Ctrl-C does while the master watches the stage
+
+  with pytest.raises(KeyboardInterrupt):
+    master.run_search(config, search_dir, log=stop_after_first_result)
+  assert all(proc.poll() is not None for proc in pools[0].procs)  # the workers were stopped
+  storage = study_lib.open_storage(f"sqlite:///{search_dir}/study.db")
+  stage0 = study_lib.load(storage, "test/stage0")
+  before = {t.number: t.value for t in stage0.get_trials() if t.state == TrialState.COMPLETE}
+  assert 1 <= len(before) < 8
+  def learning_rate(trial):  # an enqueued (WAITING) trial holds its point as fixed params
+    return trial.params.get("learning_rate",
+                            trial.system_attrs.get("fixed_params", {}).get("learning_rate"))
+
+  points = sorted(learning_rate(t) for t in stage0.get_trials()
+                  if t.state in (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING))
+  assert len(points) == 8
+  interrupted = sorted(t.number for t in stage0.get_trials() if t.state == TrialState.RUNNING)
+
+  lines = []
+  report = master.run_search(config, search_dir, log=lines.append)
+  assert "stage 0: continuing" in "\n".join(lines)
+  trials = stage0.get_trials()
+  complete = [t for t in trials if t.state == TrialState.COMPLETE]
+  assert sorted(t.params["learning_rate"] for t in complete) == points  # each point once
+  assert {t.number: t.value for t in complete if t.number in before} == before  # kept, not rerun
+  retried = [t for t in trials if t.state == TrialState.FAIL]
+  assert sorted(t.number for t in retried) == interrupted  # failed, then retried once
+  assert all(t.user_attrs["fail_reason"].endswith("exited") for t in retried)
+  assert len(trials) == 8 + len(retried)
+  assert report.best.value == max(t.value for t in complete)
