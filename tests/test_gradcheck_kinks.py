@@ -228,7 +228,7 @@ class CondTest(chex.TestCase):
     assert relu_taken.ok, str(relu_taken)
     chex.assert_trees_all_equal(_crossed(relu_taken), CROSSED)
     sites = _leaf(relu_taken, "b").crossed_sites[0]
-    assert sites and all(site.startswith("max at ") and "cond branch 1 at" in site for site in sites)
+    assert sites and all(s.startswith("max at ") and "cond branch 1 at" in s for s in sites)
     # The branch index is no decision here (it is not a function of the params).
     assert not any(site.primitive == "cond" for site in relu_taken.kink_sites)
     linear_taken = _check(loss, _params(AT_KINK), np.array(False))
