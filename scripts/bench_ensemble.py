@@ -19,13 +19,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
-from ml_collections import config_flags
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(_ROOT, "configs", "ensemble_digits.py"), "Experiment config.")
+from research.launch import define_config_file  # noqa: E402
+
+_CONFIG = define_config_file(os.path.join(_ROOT, "configs", "ensemble_digits.py"),
+                             "Experiment config.")
 _MEMBERS = flags.DEFINE_integer("members", 8, "K, the number of members.")
 _REPEATS = flags.DEFINE_integer("repeats", 20, "Timed repetitions (median reported).")
 _NUM_EXAMPLES = flags.DEFINE_integer("num_examples", 0,

@@ -18,6 +18,7 @@ Usage:
     python3 scripts/bench_monitor.py --config.model.name=cnn
 """
 import os
+import sys
 import shutil
 import tempfile
 import time
@@ -28,11 +29,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from ml_collections import config_flags
 
-_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                               "configs", "default.py")
-_CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Experiment config.")
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _ROOT)  # the repo, so a checkout runs without installing
+
+from research.launch import define_config_file  # noqa: E402
+
+_DEFAULT_CONFIG = os.path.join(_ROOT, "configs", "default.py")
+_CONFIG = define_config_file(_DEFAULT_CONFIG, "Experiment config.")
 _EVERY = flags.DEFINE_list("every", ["1", "20", "100"], "Sampling intervals (steps) to time.")
 _EPOCHS = flags.DEFINE_integer("epochs", 3, "Epochs per timed repeat.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats per variant (best reported).")

@@ -17,13 +17,14 @@ import tempfile
 import time
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(_ROOT, "configs", "search_digits.py"), "Search config.")
+from research.launch import define_config_file  # noqa: E402
+
+_CONFIG = define_config_file(os.path.join(_ROOT, "configs", "search_digits.py"),
+                             "Search config.")
 _EPOCHS = flags.DEFINE_integer("epochs", 3, "Epochs per trial.")
 _SIZES = flags.DEFINE_string("sizes", "1,4,16", "Population sizes P.")
 

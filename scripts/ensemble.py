@@ -29,13 +29,14 @@ import sys
 
 import numpy as np
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(_ROOT, "configs", "ensemble_digits.py"), "Experiment config.")
+from research.launch import define_config_file  # noqa: E402
+
+_CONFIG = define_config_file(os.path.join(_ROOT, "configs", "ensemble_digits.py"),
+                             "Experiment config.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.", required=True)
 
 KINDS = ("seeds", "checkpoints", "averages", "topk")

@@ -15,20 +15,24 @@ stores ``x``: the two lines differ by that offset, not by the algorithm (tests/t
 shows they are the same trajectory).
 """
 import os
+import sys
 
 from absl import app, flags
 import jax
 import jax.numpy as jnp
-from ml_collections import config_flags
 import numpy as np
 import optax
 
 from research import optim
 from research.optim import validation
 
-_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                               "configs", "default.py")
-_CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "Experiment config file.")
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _ROOT)  # the repo, so a checkout runs without installing
+
+from research.launch import define_config_file  # noqa: E402
+
+_DEFAULT_CONFIG = os.path.join(_ROOT, "configs", "default.py")
+_CONFIG = define_config_file(_DEFAULT_CONFIG, "Experiment config file.")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/optim_demo", "Where the figure is written.")
 _STEPS = flags.DEFINE_integer("steps", 100, "Updates per rule.")
 _RULES = flags.DEFINE_list("rules", ["sgd", "momentum", "nesterov", "nesterov_lookahead",

@@ -10,12 +10,14 @@ import os
 import sys
 
 from absl import app
-from ml_collections import config_flags
 
-_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                               "configs", "default.py")
-_CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG,
-                                          "Experiment config file (get_config()).")
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _ROOT)  # the repo, so a checkout runs without installing
+
+from research.launch import define_config_file  # noqa: E402
+
+_DEFAULT_CONFIG = os.path.join(_ROOT, "configs", "default.py")
+_CONFIG = define_config_file(_DEFAULT_CONFIG, "Experiment config file (get_config()).")
 
 
 def main(argv):

@@ -16,13 +16,14 @@ import signal
 import sys
 
 from absl import app, flags
-from ml_collections import config_flags
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(_ROOT, "configs", "search_digits.py"), "Search config.")
+from research.launch import define_config_file  # noqa: E402
+
+_CONFIG = define_config_file(os.path.join(_ROOT, "configs", "search_digits.py"),
+                             "Search config.")
 _SEARCH_DIR = flags.DEFINE_string("search_dir", "/tmp/search_digits", "Search directory.")
 
 

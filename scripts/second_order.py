@@ -37,13 +37,14 @@ import matplotlib
 import numpy as np
 import optax
 from absl import app, flags
-from ml_collections import config_flags
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
+
+from research.launch import define_config_file  # noqa: E402
 
 from research import optim  # noqa: E402
 from research.data import load_dataset  # noqa: E402
@@ -52,8 +53,8 @@ from research.optim.lbfgs import lbfgs  # noqa: E402
 from research.optim.newton import newton  # noqa: E402
 from research.optim.second_order import evaluation_count, make_step  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(_ROOT, "configs", "second_order_softmax.py"), "Experiment config.")
+_CONFIG = define_config_file(os.path.join(_ROOT, "configs", "second_order_softmax.py"),
+                             "Experiment config.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.", required=True)
 
 METHODS = ("nesterov", "adam", "lbfgs", "hessian_free", "newton")

@@ -22,8 +22,11 @@ from ml_collections import config_flags
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-config_flags.DEFINE_config_file("config", os.path.join(REPO, "configs", "default.py"),
-                                "Experiment config file (a get_config() python file).")
+from research.launch import define_config_file  # noqa: E402
+
+define_config_file(os.path.join(REPO, "configs", "default.py"),
+                   "Experiment config file (a get_config() python file).",
+                   bad_config_status=1)  # 2 means "diverged" here
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory; resumed when it has checkpoints.")
 _KILL_AFTER_EPOCH = flags.DEFINE_integer(
     "kill_after_epoch", 0, "Testing aid: SIGKILL this process after that epoch's checkpoint, to "

@@ -187,7 +187,7 @@ def test_failing_leaf_exits_1(monkeypatch, capsys):
 ])
 def test_bad_config_exits_2(monkeypatch, capsys, field, value, message):
   # Validated before the data set is loaded: cheap. (On the real command line an unknown field
-  # like --config.gradcheck.bogus=1 is refused earlier, by ml_collections' flag parsing.)
+  # like --config.gradcheck.bogus=1 is refused earlier, by research.launch: tests/test_launch.py.)
   config = default.get_config()
   with config.gradcheck.unlocked(), config.gradcheck.ignore_type():   # a config built by hand
     config.gradcheck[field] = value
