@@ -394,3 +394,50 @@ def test_has_aux_and_report_text():
                  "numerical", "verdict"):
     assert column in text.splitlines()[4]
   assert text.splitlines()[-1] == "RESULT [mlp]: OK"
+
+
+def test_smooth_regularization_is_graded_as_smooth_apart_from_a_relu_data_part():
+  """An L2 term has no kinks of its own: its part is held to the 1e-7 bar even though the data
+  part (a ReLU net) has kinks, so a 1e-5 relative error in its gradient fails."""
+  l2 = 1e-2
+
+  def regularization(params):
+    return 0.5 * l2 * (jnp.sum(params["w1"] ** 2) + jnp.sum(params["w2"] ** 2))
+
+  @jax.custom_vjp
+  def slightly_wrong(params):
+    return regularization(params)
+
+  def forward(params):
+    return regularization(params), params
+
+  def backward(params, g):
+    grads = jax.grad(regularization)(params)
+    return ({**grads, "w1": grads["w1"] * (1 + 1e-5)},)   # off by 1e-5, relative
+
+  slightly_wrong.defvjp(forward, backward)
+  good = check_gradients(relu_mlp, _mlp_params(), X, Y, regularization=regularization)
+  assert good.parts["data"].has_kinks and not good.parts["regularization"].has_kinks
+  assert good.ok and good.parts["regularization"].ok
+  bad = check_gradients(relu_mlp, _mlp_params(), X, Y, regularization=slightly_wrong)
+  assert not bad.parts["regularization"].has_kinks
+  assert bad.parts["regularization"].failed_leaves == ("w1",)
+  assert 3e-6 < {leaf.path: leaf.max_rel_error for leaf in bad.parts["regularization"].leaves
+                 }["w1"] < 3e-5
+  assert not bad.ok
+
+
+def test_directional_check_within_roundoff_is_not_graded():
+  """A large constant in the loss limits what (f(x+hu) - f(x-hu)) / 2h can resolve
+  (~eps |f| / h = 2e-5 here, against a directional derivative ~1e-3): the direction is reported
+  within roundoff instead of failing a correct gradient."""
+
+  def loss(params):
+    return 1e6 + 0.5 * jnp.sum(params["x"] ** 2)
+
+  params = {"x": 1e-3 * _normal(50)}
+  report = check_gradients(loss, params, h=1e-5, num_directions=2)
+  assert report.ok
+  for d in report.directional:
+    assert d.rel_error > 1e-7 and d.within_roundoff and d.ok and d.band != report_lib.GOOD
+  assert "(within roundoff: not graded)" in str(report)

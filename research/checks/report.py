@@ -135,6 +135,7 @@ class DirectionalResult:
   crossed_sites: tuple
   band: str
   ok: bool
+  within_roundoff: bool = False   # |a - n| below the quotient's resolution ~eps*|f|/h: not graded
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,6 +234,7 @@ class GradCheckReport:
       lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     for k, d in enumerate(self.directional):
       kink = " (crossed a kink: not counted)" if d.crossed_kink else ""
+      kink += " (within roundoff: not graded)" if d.within_roundoff else ""
       lines.append(f"direction {k}: analytic {d.analytic:+.6e}  numerical {d.numerical:+.6e}  "
                    f"rel err {_fmt(d.rel_error)}  {d.band if d.ok else 'FAIL: ' + d.band}{kink}")
     crossings = self._crossings()
