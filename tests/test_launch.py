@@ -32,6 +32,9 @@ def test_unknown_group_and_a_value_used_as_a_group():
   assert unknown_override(config, "seed.x") == (
       "config field 'config.seed' is a value, not a group: 'seed.x' cannot be set")
   assert unknown_override(config, "model.hidden_sizes") is None
+  assert unknown_override(config, "seed.x", "--config.seed.x=1") == (
+      "config field 'config.seed' is a value, not a group: 'seed.x' in --config.seed.x=1 "
+      "cannot be set")
 
 
 def test_the_config_file_named_on_the_command_line_is_the_one_checked():

@@ -57,15 +57,17 @@ def _override_paths(argv: Sequence[str]) -> list[tuple[str, str]]:
   return paths
 
 
-def unknown_override(config: Any, path: str) -> str | None:
-  """Why ``path`` (``"a.b.c"``) names no field of ``config``, or None when it does."""
+def unknown_override(config: Any, path: str, argument: str | None = None) -> str | None:
+  """Why ``path`` (``"a.b.c"``) names no field of ``config``, or None when it does; the message
+  quotes the command-line ``argument`` when given."""
   node, walked = config, FLAG
+  where = f" in {argument}" if argument else ""
   for name in path.split("."):
     keys = list(node.keys()) if hasattr(node, "keys") else None
     if keys is None:
-      return f"config field {walked!r} is a value, not a group: {path!r} cannot be set"
+      return f"config field {walked!r} is a value, not a group: {path!r}{where} cannot be set"
     if name not in keys:
-      return f"unknown config field {path!r}; {walked} has: {', '.join(sorted(keys))}"
+      return f"unknown config field {path!r}{where}; {walked} has: {', '.join(sorted(keys))}"
     node, walked = node[name], f"{walked}.{name}"
   return None
 
@@ -78,12 +80,8 @@ def check_overrides(argv: Sequence[str], default_path: str) -> list[str]:
   config = _load(_config_path(argv, default_path))
   if config is None:
     return []
-  messages = []
-  for path, arg in overrides:
-    problem = unknown_override(config, path)
-    if problem:
-      messages.append(problem.replace(f"{path!r};", f"{path!r} in {arg};", 1))
-  return messages
+  problems = (unknown_override(config, path, arg) for path, arg in overrides)
+  return [problem for problem in problems if problem]
 
 
 def define_config_file(default_path: str, help_string: str = "Experiment config file.", *,
