@@ -81,17 +81,8 @@ def _jax_variants(config, dataset, batch, steps, every):
     jax.block_until_ready(loss)
     return time.perf_counter() - start
 
-  def run_fixed():
-    state = train.create_train_state(config, model, fixed_tx, rng, dataset)
-    jax.block_until_ready(state)
-    start = time.perf_counter()
-    for x, y in zip(xs, ys):
-      state, metrics = fixed_step(state, x, y)
-    jax.block_until_ready(metrics["loss"])
-    return time.perf_counter() - start
-
-  def run_ours(monitors):
-    state = train.create_train_state(config, model, tx, rng, dataset)
+  def run_ours(monitors, step_tx=tx, step_fn=ours_step):
+    state = train.create_train_state(config, model, step_tx, rng, dataset)
     workdir = tempfile.mkdtemp(prefix="bench_train_") if monitors else None
     writer = monitor.MetricsWriter(workdir) if monitors else None
     jax.block_until_ready(state)
@@ -101,7 +92,7 @@ def _jax_variants(config, dataset, batch, steps, every):
         state, metrics = monitored_step(state, x, y)
         writer.write_sample(i / steps, metrics["update_ratio"], metrics["layers"])
       else:
-        state, metrics = ours_step(state, x, y)
+        state, metrics = step_fn(state, x, y)
     jax.block_until_ready(metrics["loss"])
     seconds = time.perf_counter() - start
     if writer is not None:
@@ -109,7 +100,8 @@ def _jax_variants(config, dataset, batch, steps, every):
       shutil.rmtree(workdir, ignore_errors=True)
     return seconds
 
-  return {"plain": run_plain, "ours": lambda: run_ours(False), "ours-fixed-hp": run_fixed,
+  return {"plain": run_plain, "ours": lambda: run_ours(False),
+          "ours-fixed-hp": lambda: run_ours(False, fixed_tx, fixed_step),
           "ours+monitors": lambda: run_ours(True)}
 
 

@@ -5,9 +5,10 @@ r"""Hyperparameter search: master of a coarse-to-fine search with local workers.
         --config.search.num_workers=3 --config.search.stage_trials="(24,8,4)"
 
 Stopping it (Ctrl-C, or SIGTERM from a scheduler) stops its local workers; their running trials
-are failed and retried, and running it again with the same --search_dir continues the search. Prints the ranked table, the
-border warnings and the figure paths; everything is also in <search_dir>/results.txt, the trials
-in <search_dir>/trials (``ls | sort`` ranks them), the store in <search_dir>/study.db.
+are failed and retried, and running it again with the same --search_dir continues the search.
+Prints the ranked table, the border warnings and the figure paths; everything is also in
+<search_dir>/results.txt, the trials in <search_dir>/trials (``ls | sort`` ranks them), the store
+in <search_dir>/study.db.
 """
 from __future__ import annotations
 
