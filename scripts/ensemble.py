@@ -25,17 +25,15 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import numpy as np
 from absl import app, flags, logging
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, _ROOT)
 
-from research.launch import define_config_file  # noqa: E402
+from research.launch import default_config, define_config_file  # noqa: E402
 
-_CONFIG = define_config_file(os.path.join(_ROOT, "configs", "ensemble_digits.py"),
+_CONFIG = define_config_file(default_config("ensemble_digits.py"),
                              "Experiment config.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.", required=True)
 
@@ -59,9 +57,9 @@ def _log(message: str) -> None:
 def _single_model_rows(result, members_by_kind: dict, dataset) -> dict:
   """Mean and std over the K seeds of single-model accuracies: best-val raw, final raw, EMA,
   Polyak (the parameter-averaging comparison)."""
-  from research.ensemble import seeds as seeds_lib  # noqa: PLC0415
-  from research.ensemble.combine import member_metrics  # noqa: PLC0415
-  from research.ensemble.members import member_logits  # noqa: PLC0415
+  from research.ensemble import seeds as seeds_lib
+  from research.ensemble.combine import member_metrics
+  from research.ensemble.members import member_logits
   rows = {}
   for which in ("best", "final", "ema", "polyak"):
     try:
@@ -80,7 +78,7 @@ def _single_model_rows(result, members_by_kind: dict, dataset) -> dict:
 def _mini_search(config, workdir: str, num_runs: int, num_epochs: int) -> list[str]:
   """A small random search (log-uniform learning rate and L2, width) of single runs, so that a
   top-k ensemble can be built without research.search. Returns the run workdirs."""
-  from research import train  # noqa: PLC0415
+  from research import train
   rng = np.random.default_rng(int(config.seed) + 12345)
   paths = []
   for i in range(num_runs):
@@ -109,9 +107,9 @@ def _mini_search(config, workdir: str, num_runs: int, num_epochs: int) -> list[s
 
 def run_once(config, workdir: str) -> dict:
   """One study: train/collect the members of every kind, evaluate, distil; writes the outputs."""
-  from research.averaging import averaged_params  # noqa: PLC0415
-  from research.ensemble import report, seeds as seeds_lib, snapshots, workdirs  # noqa: PLC0415
-  from research.ensemble.distill import distill_from_members  # noqa: PLC0415
+  from research.averaging import averaged_params
+  from research.ensemble import report, seeds as seeds_lib, snapshots, workdirs
+  from research.ensemble.distill import distill_from_members
 
   os.makedirs(workdir, exist_ok=True)
   ens = config.ensemble
@@ -163,7 +161,7 @@ def run_once(config, workdir: str) -> dict:
       paths = _mini_search(config, run_dir, int(ens.topk_runs), int(ens.topk_epochs))
     members_by_kind["topk"] = workdirs.members_from_workdirs(paths, k)
     if dataset is None:
-      from research import data as data_lib  # noqa: PLC0415
+      from research import data as data_lib
       dataset = data_lib.load_dataset(config.data)
 
   results = {}
@@ -208,7 +206,7 @@ def run_once(config, workdir: str) -> dict:
 
 def main(argv):
   del argv
-  from research.ensemble import report  # noqa: PLC0415
+  from research.ensemble import report
   config = _CONFIG.value
   workdir = _WORKDIR.value
   repeats = int(config.ensemble.get("repeats", 1))

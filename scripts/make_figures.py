@@ -14,7 +14,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory to redraw.", requ
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from research import monitor  # pylint: disable=g-import-not-at-top
+  from research import monitor
   try:
     paths = monitor.make_figures(_WORKDIR.value)
   except ValueError as error:

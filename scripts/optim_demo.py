@@ -15,7 +15,6 @@ stores ``x``: the two lines differ by that offset, not by the algorithm (tests/t
 shows they are the same trajectory).
 """
 import os
-import sys
 
 from absl import app, flags
 import jax
@@ -27,11 +26,10 @@ from research import optim
 from research.optim import validation
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, _ROOT)  # the repo, so a checkout runs without installing
 
-from research.launch import define_config_file  # noqa: E402
+from research.launch import default_config, define_config_file  # noqa: E402
 
-_DEFAULT_CONFIG = os.path.join(_ROOT, "configs", "default.py")
+_DEFAULT_CONFIG = default_config("default.py")
 _CONFIG = define_config_file(_DEFAULT_CONFIG, "Experiment config file.")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/optim_demo", "Where the figure is written.")
 _STEPS = flags.DEFINE_integer("steps", 100, "Updates per rule.")
@@ -74,9 +72,9 @@ def run(tx: optax.GradientTransformation, steps: int) -> tuple[np.ndarray, np.nd
 
 
 def plot(paths: dict[str, np.ndarray], losses: dict[str, np.ndarray], path: str) -> None:
-  import matplotlib  # pylint: disable=g-import-not-at-top
+  import matplotlib
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  import matplotlib.pyplot as plt
 
   figure, (ax_path, ax_loss) = plt.subplots(1, 2, figsize=(13, 5))
   grid_x, grid_y = np.meshgrid(np.linspace(-8, 8, 200), np.linspace(-3, 3, 200))

@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 
 from absl import app, flags
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, _ROOT)
 
-from research.launch import define_config_file  # noqa: E402
+from research.launch import default_config, define_config_file  # noqa: E402
 
-_CONFIG = define_config_file(os.path.join(_ROOT, "configs", "search_digits.py"),
+_CONFIG = define_config_file(default_config("search_digits.py"),
                              "Search config.")
 _SEARCH_DIR = flags.DEFINE_string("search_dir", "/tmp/search_digits", "Search directory.")
 
@@ -37,7 +35,7 @@ def _stop_on_sigterm(signum, frame):
 def main(argv):
   del argv
   signal.signal(signal.SIGTERM, _stop_on_sigterm)
-  from research.search import master  # noqa: PLC0415
+  from research.search import master
   try:
     report = master.run_search(_CONFIG.value, _SEARCH_DIR.value,
                                log=lambda m: print(m, flush=True))

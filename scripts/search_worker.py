@@ -11,12 +11,10 @@ finished (or after --idle_timeout seconds with nothing to do).
 from __future__ import annotations
 
 import os
-import sys
 
 from absl import app, flags, logging
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, _ROOT)
 
 _STORAGE = flags.DEFINE_string("storage", None, "Store URL (as printed by the master).",
                                required=True)
@@ -32,7 +30,7 @@ _EXIT_WHEN_IDLE = flags.DEFINE_bool("exit_when_idle", False,
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
-  from research.search import worker  # noqa: PLC0415
+  from research.search import worker
   ran = worker.serve(_STORAGE.value, _SEARCH.value, search_dir=_SEARCH_DIR.value,
                      population=_POPULATION.value, poll_s=_POLL.value,
                      idle_timeout_s=_IDLE.value, exit_when_idle=_EXIT_WHEN_IDLE.value,

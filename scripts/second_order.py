@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from typing import Any
 
@@ -39,12 +38,11 @@ import optax
 from absl import app, flags
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, _ROOT)
 
-from research.launch import define_config_file  # noqa: E402
+from research.launch import default_config, define_config_file  # noqa: E402
 
 from research import optim  # noqa: E402
 from research.data import load_dataset  # noqa: E402
@@ -53,7 +51,7 @@ from research.optim.lbfgs import lbfgs  # noqa: E402
 from research.optim.newton import newton  # noqa: E402
 from research.optim.second_order import evaluation_count, make_step  # noqa: E402
 
-_CONFIG = define_config_file(os.path.join(_ROOT, "configs", "second_order_softmax.py"),
+_CONFIG = define_config_file(default_config("second_order_softmax.py"),
                              "Experiment config.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.", required=True)
 

@@ -8,6 +8,6 @@ import os
 os.environ.setdefault("XLA_FLAGS", "")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-import jax  # noqa: E402
+import jax
 
 jax.config.update("jax_enable_x64", True)

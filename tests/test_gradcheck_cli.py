@@ -1,8 +1,8 @@
 """scripts/gradcheck.py: the per-leaf table, the parts and burn-in, and its exit codes.
 
 Three subprocess runs (each ~5-10 s on the default MLP with 3 coordinates per leaf): the default
-config (exit 0), L2 + burn-in (the [data] and [regularization] reports), bad input (exit 2). The
-failing-leaf exit 1 and the other bad inputs run ``main`` in-process, with the config flag
+config (exit 0), L2 + burn-in (the [data] and [regularization] reports), bad input (exit 1). The
+failing-leaf exit 2 and the other bad inputs run ``main`` in-process, with the config flag
 replaced by a fixed config (importing the script for real would define the absl flag ``config``,
 which other scripts' tests define too).
 """
@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+from research import launch
 
 from configs import default
 from research.checks import model_check
@@ -118,11 +120,11 @@ def test_l2_and_burn_in_print_the_parts_apart():
   assert out.stdout.splitlines()[-1] == "RESULT [mlp on digits]: OK"
 
 
-def test_bad_value_exits_2_naming_it():
+def test_bad_value_exits_1_with_one_line_naming_it():
   out = _run("--config.gradcheck.coords_per_leaf=0")
-  assert out.returncode == 2
-  assert ("gradcheck: bad input: config.gradcheck.coords_per_leaf must be an integer >= 1, "
-          "got 0") in out.stderr
+  assert out.returncode == 1
+  assert out.stderr == ("gradcheck.py: error: config.gradcheck.coords_per_leaf must be an integer "
+                        ">= 1, got 0\n")
   assert "RESULT" not in out.stdout
 
 
@@ -140,8 +142,8 @@ def _cli(monkeypatch, config):
   return module
 
 
-def test_failing_leaf_exits_1(monkeypatch, capsys):
-  """A real failing report (a bias gradient scaled by 2, written with custom_vjp) -> exit 1."""
+def test_failing_leaf_exits_2(monkeypatch, capsys):
+  """A real failing report (a bias gradient scaled by 2, written with custom_vjp) -> exit 2."""
 
   def loss(params, x):
     return jnp.sum(jnp.tanh(x @ params["w"] + params["b"]) ** 2)
@@ -169,7 +171,7 @@ def test_failing_leaf_exits_1(monkeypatch, capsys):
                            rng.standard_normal((5, 4)), name="planted")
 
   monkeypatch.setattr(model_check, "check_model_gradients", check_model_gradients)
-  assert _cli(monkeypatch, config).main(["gradcheck.py"]) == 1
+  assert _cli(monkeypatch, config).main() == 2
   assert seen == [config]
   out = capsys.readouterr().out
   # The bias leaf fails, and so do the random directions (every direction moves the bias too).
@@ -185,13 +187,13 @@ def test_failing_leaf_exits_1(monkeypatch, capsys):
     ("check_regularization_apart", "yes",
      "config.gradcheck.check_regularization_apart must be True or False, got 'yes'"),
 ])
-def test_bad_config_exits_2(monkeypatch, capsys, field, value, message):
+def test_bad_config_is_a_user_error(monkeypatch, capsys, field, value, message):
   # Validated before the data set is loaded: cheap. (On the real command line an unknown field
   # like --config.gradcheck.bogus=1 is refused earlier, by research.launch: tests/test_launch.py.)
   config = default.get_config()
   with config.gradcheck.unlocked(), config.gradcheck.ignore_type():   # a config built by hand
     config.gradcheck[field] = value
-  assert _cli(monkeypatch, config).main(["gradcheck.py"]) == 2
-  captured = capsys.readouterr()
-  assert captured.err.startswith(f"gradcheck: bad input: {message}"), captured.err
-  assert captured.out == ""
+  with pytest.raises(launch.UserError) as raised:   # launch.run prints it as one line, exit 1
+    _cli(monkeypatch, config).main()
+  assert str(raised.value).startswith(message), str(raised.value)
+  assert capsys.readouterr().out == ""

@@ -13,7 +13,6 @@ import pytest
 from research import monitor
 from research.monitor import records as records_lib
 from research.monitor import stats as stats_lib
-from research.monitor import writer as writer_lib
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -184,24 +183,24 @@ def test_writer_builds_the_same_tensorboard_values_as_tensorboardx_summaries(tmp
   """The writer builds its protos directly (tensorboardX's summary helpers cost ~15 us per
   scalar); what reaches TensorBoard must be what those helpers would have produced, tag
   cleaning included."""
-  from tensorboardX import summary  # pylint: disable=g-import-not-at-top
+  from tensorboardX import summary
   writer = monitor.MetricsWriter(str(tmp_path), asynchronous=False)
   scalars = {"update_ratio/Dense_0/kernel": 1e-3, "/lead/slash": 2.0, "odd name:(x)": 3.5,
              "act_0/dead_fraction": np.float32(0.25)}
-  ours = writer._scalar_record(1.0, scalars)  # pylint: disable=protected-access
+  ours = writer._scalar_record(1.0, scalars)
   theirs = [v for name, value in scalars.items() for v in summary.scalar(name, value).value]
   assert [v.tag for v in ours] == ["update_ratio/Dense_0/kernel", "lead/slash", "odd_name__x_",
                                    "act_0/dead_fraction"]
   assert ours == theirs
   counts, edges = np.array([0.0, 3.0, 1.0], np.float32), np.array([-1.0, -0.2, 0.4, 1.0])
-  ours = writer._histogram_record(1.0, "gradients/Dense_0/kernel", counts, edges)  # pylint: disable=protected-access
+  ours = writer._histogram_record(1.0, "gradients/Dense_0/kernel", counts, edges)
   centers = 0.5 * (edges[:-1] + edges[1:])
   theirs = list(summary.histogram_raw(
       "gradients/Dense_0/kernel", min=-1.0, max=1.0, num=4.0, sum=float(counts @ centers),
       sum_squares=float(counts @ centers**2), bucket_limits=edges[1:].tolist(),
       bucket_counts=counts.tolist()).value)
   assert ours == theirs
-  assert writer._histogram_record(1.0, "empty", np.zeros(2), edges[:3]) == []  # pylint: disable=protected-access
+  assert writer._histogram_record(1.0, "empty", np.zeros(2), edges[:3]) == []
   writer.close()
 
 

@@ -1,5 +1,4 @@
 """Each verdict rule fires on a synthetic history showing its symptom, and only there."""
-import math
 
 import numpy as np
 import pytest

@@ -47,7 +47,7 @@ def test_logits_scaled_up_at_init_fail_initial_loss(dataset):
 
 def test_wrong_sign_regularization_fails(dataset):
   from research import train
-  broken = lambda model, l2: train.make_loss_fn(model, -l2)  # noqa: E731
+  broken = lambda model, l2: train.make_loss_fn(model, -l2)
   report = sanity.run_sanity_checks(default.get_config(), dataset=dataset, make_loss_fn=broken)
   assert _passed(report)["regularization"] is False
   assert _passed(report)["initial_loss"] is True  # l2 = 0 there: the bug is invisible to it
@@ -69,7 +69,7 @@ def test_script_exit_status_and_output():
       [sys.executable, os.path.join(REPO, "scripts", "sanity.py"),
        "--config.optimizer.learning_rate=0.0"],
       capture_output=True, text=True, timeout=300, cwd="/")
-  assert result.returncode == 1, result.stdout + result.stderr
+  assert result.returncode == 2, result.stdout + result.stderr   # 2: a check failed
   assert "[PASS] initial_loss" in result.stdout
   assert "[FAIL] overfit_subset" in result.stdout
   assert "expected_ln_C" in result.stdout

@@ -3,7 +3,6 @@ worker trains trials end to end on digits."""
 import json
 import os
 
-import numpy as np
 import pytest
 
 import configs.search_digits as search_digits

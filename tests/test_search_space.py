@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from research.search import border, results, space as space_lib, stages
+from research.search import border, results, stages
 from research.search.space import Space, make_param, sample, unit_points
 
 
@@ -179,7 +179,7 @@ def test_ranked_table_and_figure(tmp_path):
                                                       "0.6000", "0.5000"]
   assert lines[-1] == "(7 trials: COMPLETE 6, FAIL 1)"
   path = results.plot_accuracy_vs_params(rows, sp, str(tmp_path / "acc.png"))
-  import matplotlib.image  # noqa: PLC0415
+  import matplotlib.image
   image = matplotlib.image.imread(path)
   assert image.shape[0] > 200 and image.shape[1] > 3 * 200
 

@@ -66,13 +66,13 @@ def _config(num_trials: int, epochs: int, sleep: float, lr_range=(1e-4, 1e-1)):
 def _start_worker(search_dir, url, *extra):
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), ROOT]),
              JAX_PLATFORMS="cpu")
-  log = open(os.path.join(search_dir, f"w{time.time_ns()}.log"), "w")  # noqa: SIM115
+  log = open(os.path.join(search_dir, f"w{time.time_ns()}.log"), "w")
   return subprocess.Popen([sys.executable, WORKER, f"--storage={url}", "--search=test",
                            "--poll=0.2", *extra], stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
 def _prepare(tmp_path, config):
-  from research.search import master  # noqa: PLC0415
+  from research.search import master
   search_dir = str(tmp_path / "search")
   opened = master.open_search(config, search_dir)
   study = master.prepare_stage(opened.storage, opened.name, opened.stages[0], opened.space,
@@ -81,8 +81,8 @@ def _prepare(tmp_path, config):
 
 
 def test_two_concurrent_workers_unique_trials_no_lost_results(tmp_path):
-  from optuna.trial import TrialState  # noqa: PLC0415
-  from research.search import results  # noqa: PLC0415
+  from optuna.trial import TrialState
+  from research.search import results
   config = _config(num_trials=12, epochs=2, sleep=0.05, lr_range=(1e-4, 3.0))
   search_dir, opened, study = _prepare(tmp_path, config)
   workers = [_start_worker(search_dir, opened.url, "--exit_when_idle") for _ in range(2)]
@@ -121,8 +121,8 @@ def test_two_concurrent_workers_unique_trials_no_lost_results(tmp_path):
 
 
 def test_killed_worker_loses_only_its_trial(tmp_path):
-  from optuna.trial import TrialState  # noqa: PLC0415
-  from research.search import master, study as study_lib  # noqa: PLC0415
+  from optuna.trial import TrialState
+  from research.search import master, study as study_lib
   config = _config(num_trials=5, epochs=4, sleep=0.4)
   search_dir, opened, study = _prepare(tmp_path, config)
   victim = _start_worker(search_dir, opened.url)
@@ -158,8 +158,8 @@ def test_killed_worker_loses_only_its_trial(tmp_path):
 
 
 def test_stale_heartbeat_from_another_machine_fails_the_trial(tmp_path):
-  from optuna.trial import TrialState  # noqa: PLC0415
-  from research.search import study as study_lib  # noqa: PLC0415
+  from optuna.trial import TrialState
+  from research.search import study as study_lib
   config = _config(num_trials=2, epochs=1, sleep=0.0)
   _, _, study = _prepare(tmp_path, config)
   trial = study_lib.pop_trial(study)
@@ -173,7 +173,7 @@ def test_stale_heartbeat_from_another_machine_fails_the_trial(tmp_path):
 
 
 def test_storage_urls(tmp_path):
-  from research.search import study as study_lib  # noqa: PLC0415
+  from research.search import study as study_lib
   d = str(tmp_path)
   assert study_lib.storage_url("", d) == f"sqlite:///{d}/study.db"
   assert study_lib.storage_url("journal:rel.log", d) == "journal:" + os.path.abspath("rel.log")
@@ -188,7 +188,7 @@ def test_storage_urls(tmp_path):
 
 
 def test_master_runs_stages_with_local_workers_and_continues(tmp_path, monkeypatch):
-  from research.search import master, study as study_lib  # noqa: PLC0415
+  from research.search import master, study as study_lib
   monkeypatch.setenv("PYTHONPATH", os.pathsep.join([os.path.dirname(__file__), ROOT]))
   config = _config(num_trials=6, epochs=1, sleep=0.0, lr_range=(1e-4, 1e-1))
   config.search.stage_epochs, config.search.stage_trials = (1, 2), (6, 3)
@@ -223,8 +223,8 @@ def test_master_stopped_mid_stage_continues_without_losing_or_repeating_trials(t
   """Ctrl-C (or SIGTERM, which scripts/search.py turns into it) in the middle of a stage stops the
   local workers; running the master again fails and retries their interrupted trials once, keeps
   the finished ones, and completes every point of the stage exactly once."""
-  from optuna.trial import TrialState  # noqa: PLC0415
-  from research.search import master, study as study_lib  # noqa: PLC0415
+  from optuna.trial import TrialState
+  from research.search import master, study as study_lib
   monkeypatch.setenv("PYTHONPATH", os.pathsep.join([os.path.dirname(__file__), ROOT]))
   config = _config(num_trials=8, epochs=2, sleep=0.4)
   config.search.num_workers = 2

@@ -9,9 +9,9 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "scripts"))
-import second_order as driver  # noqa: E402
+import second_order as driver
 
-from configs import second_order_mlp, second_order_softmax  # noqa: E402
+from configs import second_order_mlp, second_order_softmax
 
 
 def test_driver_writes_figures_and_counts_newton_work_exactly(tmp_path):

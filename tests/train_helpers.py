@@ -21,7 +21,7 @@ def small_config(epochs: int = 3, hidden=(32,)):
 
 def read_event_file(path):
   """The events of a TensorBoard file (TFRecord framing: length, crc, payload, crc)."""
-  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  from tensorboardX.proto import event_pb2
   events = []
   with open(path, "rb") as f:
     while header := f.read(8):

@@ -23,13 +23,12 @@ Ratios are against ``plain`` measured in the same run.
 """
 import os
 import shutil
-import sys
 import tempfile
 import time
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Examples per step.")
 _STEPS = flags.DEFINE_integer("steps", 200, "Steps per timed pass.")
@@ -39,10 +38,10 @@ _MODELS = flags.DEFINE_list("models", ["mlp", "cnn"], "Models to time.")
 
 
 def _jax_variants(config, dataset, batch, steps, every):
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import optax  # pylint: disable=g-import-not-at-top
-  from research import models, monitor, optim, train  # pylint: disable=g-import-not-at-top
+  import jax
+  import jax.numpy as jnp
+  import optax
+  from research import models, monitor, optim, train
 
   model = models.create_model(config.model, dataset.num_classes, dataset.image_shape)
   rng = jax.random.PRNGKey(0)
@@ -107,7 +106,7 @@ def _jax_variants(config, dataset, batch, steps, every):
 
 def _torch_variant(config, dataset, batch, steps):
   try:
-    import torch  # pylint: disable=g-import-not-at-top
+    import torch
   except ImportError:
     return None
   torch.set_num_threads(os.cpu_count() or 1)
@@ -119,7 +118,7 @@ def _torch_variant(config, dataset, batch, steps):
       layers += [torch.nn.Linear(width, h), torch.nn.ReLU()]
       width = h
     net = torch.nn.Sequential(*layers, torch.nn.Linear(width, dataset.num_classes))
-    to_input = lambda x: torch.from_numpy(x)  # noqa: E731
+    to_input = lambda x: torch.from_numpy(x)
   else:
     f1, f2 = config.model.features
     net = torch.nn.Sequential(
@@ -127,7 +126,7 @@ def _torch_variant(config, dataset, batch, steps):
         torch.nn.Conv2d(f1, f2, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
         torch.nn.Flatten(), torch.nn.Linear(f2 * 4, 128), torch.nn.ReLU(),
         torch.nn.Linear(128, dataset.num_classes))
-    to_input = lambda x: torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()  # noqa: E731
+    to_input = lambda x: torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
   xs = [to_input(dataset.x_train[i:i + batch]) for i in idx]
   ys = [torch.from_numpy(dataset.y_train[i:i + batch].astype("int64")) for i in idx]
   opt = torch.optim.Adam(net.parameters(), lr=config.optimizer.learning_rate)
@@ -146,9 +145,9 @@ def _torch_variant(config, dataset, batch, steps):
 
 def main(argv):
   del argv
-  from configs import default  # pylint: disable=g-import-not-at-top
-  from research import data  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
+  from configs import default
+  from research import data
+  import jax
   batch, steps, every = _BATCH.value, _STEPS.value, _EVERY.value
   print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({jax.device_count()} devices), "
         f"{os.cpu_count()} cpus; batch {batch}, {steps} steps per pass, best of "

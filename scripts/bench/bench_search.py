@@ -12,25 +12,24 @@ trials/hour = P * 3600 / seconds; "x vs 1" divides by the P = 1 population's war
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import time
 
 from absl import app, flags, logging
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, _ROOT)
 
-from research.launch import define_config_file  # noqa: E402
 
-_CONFIG = define_config_file(os.path.join(_ROOT, "configs", "search_digits.py"),
+from research.launch import default_config, define_config_file  # noqa: E402
+
+_CONFIG = define_config_file(default_config("search_digits.py"),
                              "Search config.")
 _EPOCHS = flags.DEFINE_integer("epochs", 3, "Epochs per trial.")
 _SIZES = flags.DEFINE_string("sizes", "1,4,16", "Population sizes P.")
 
 
 def _members(config, p: int, seed: int):
-  from research.search import space as space_lib, trials  # noqa: PLC0415
+  from research.search import space as space_lib, trials
   space = space_lib.Space.from_dict(config.search.space.to_dict())
   # a sane learning-rate band, so that no member diverges and every member trains all epochs
   space = space_lib.Space(tuple(q.with_range(3e-3, 3e-2) if q.name == "learning_rate" else q
@@ -44,8 +43,8 @@ def _members(config, p: int, seed: int):
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  from research import train  # noqa: PLC0415
-  from research.search import population  # noqa: PLC0415
+  from research import train
+  from research.search import population
   config = _CONFIG.value
   config.checkpoint.enabled = False
   sizes = [int(s) for s in _SIZES.value.split(",")]

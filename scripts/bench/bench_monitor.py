@@ -18,7 +18,6 @@ Usage:
     python3 scripts/bench_monitor.py --config.model.name=cnn
 """
 import os
-import sys
 import shutil
 import tempfile
 import time
@@ -31,11 +30,11 @@ import numpy as np
 import optax
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, _ROOT)  # the repo, so a checkout runs without installing
 
-from research.launch import define_config_file  # noqa: E402
 
-_DEFAULT_CONFIG = os.path.join(_ROOT, "configs", "default.py")
+from research.launch import default_config, define_config_file  # noqa: E402
+
+_DEFAULT_CONFIG = default_config("default.py")
 _CONFIG = define_config_file(_DEFAULT_CONFIG, "Experiment config.")
 _EVERY = flags.DEFINE_list("every", ["1", "20", "100"], "Sampling intervals (steps) to time.")
 _EPOCHS = flags.DEFINE_integer("epochs", 3, "Epochs per timed repeat.")
@@ -45,7 +44,7 @@ _LOOP = flags.DEFINE_bool("loop", True, "Also time train_and_evaluate with monit
 
 def _step_functions(config, model, tx):
   """(plain_step, monitored_step): jitted, params and optimizer state donated."""
-  from research import monitor  # pylint: disable=g-import-not-at-top
+  from research import monitor
 
   def loss_fn(params, x, y, mutable):
     logits, mutated = model.apply({"params": params}, x, train=True, mutable=mutable)
@@ -71,7 +70,7 @@ def _step_functions(config, model, tx):
 
 def _time_steps(config, dataset, every: int, repeats: int, epochs: int) -> tuple[float, float]:
   """Best seconds per epoch: (no monitors, monitors every `every` steps + writer)."""
-  from research import models, monitor, optim  # pylint: disable=g-import-not-at-top
+  from research import models, monitor, optim
   batch = config.train.batch_size
   n = (len(dataset.x_train) // batch) * batch
   steps_per_epoch = n // batch
@@ -123,11 +122,11 @@ def _time_steps(config, dataset, every: int, repeats: int, epochs: int) -> tuple
 def _time_loop(config, repeats: int, epochs: int) -> tuple[float, float, float] | None:
   """Best seconds per run of train_and_evaluate with monitors (off, on), and make_figures."""
   try:
-    from research import train  # pylint: disable=g-import-not-at-top
+    from research import train
     train_and_evaluate = train.train_and_evaluate
   except (ImportError, AttributeError):
     return None
-  from research import monitor  # pylint: disable=g-import-not-at-top
+  from research import monitor
   config = config.copy_and_resolve_references()
   config.train.num_epochs = epochs
   config.checkpoint.enabled = False
@@ -160,7 +159,7 @@ def _time_loop(config, repeats: int, epochs: int) -> tuple[float, float, float] 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from research import data  # pylint: disable=g-import-not-at-top
+  from research import data
   config = _CONFIG.value
   dataset = data.load_dataset(config.data)
   print(f"model {config.model.name} {tuple(config.model.hidden_sizes)}  data {config.data.name}  "

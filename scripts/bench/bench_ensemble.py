@@ -12,7 +12,6 @@ the machine and its load (2 shared CPU cores here), so compare ratios measured i
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import jax
@@ -21,11 +20,11 @@ import numpy as np
 from absl import app, flags
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, _ROOT)
 
-from research.launch import define_config_file  # noqa: E402
 
-_CONFIG = define_config_file(os.path.join(_ROOT, "configs", "ensemble_digits.py"),
+from research.launch import default_config, define_config_file  # noqa: E402
+
+_CONFIG = define_config_file(default_config("ensemble_digits.py"),
                              "Experiment config.")
 _MEMBERS = flags.DEFINE_integer("members", 8, "K, the number of members.")
 _REPEATS = flags.DEFINE_integer("repeats", 20, "Timed repetitions (median reported).")
@@ -45,8 +44,8 @@ def _median_time(fn, repeats: int) -> float:
 
 def main(argv):
   del argv
-  from research import data as data_lib, models  # noqa: PLC0415
-  from research.ensemble import members as members_lib  # noqa: PLC0415
+  from research import data as data_lib, models
+  from research.ensemble import members as members_lib
 
   config = _CONFIG.value
   k = _MEMBERS.value

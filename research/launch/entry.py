@@ -1,0 +1,102 @@
+"""``run(main)``: how every entry point in ``scripts/`` starts and ends (one shared path).
+
+* flags are parsed by absl (``--help`` lists them; ``--helpfull`` adds absl's own, such as
+  ``--verbosity``);
+* a positional argument (e.g. a forgotten ``--``) is a user error;
+* logging: absl WARNING by default, so orbax's per-save INFO lines and JAX's "Unable to
+  initialize backend" lines stay out of the way; ``--verbosity=0`` (INFO) or ``1`` (DEBUG) shows
+  them;
+* ``--print_config`` prints the resolved config and exits;
+* ``main`` validates everything first (:func:`validated`) and raises :class:`UserError` (or lets a
+  ``ValueError`` escape from :func:`validated`) for a user's mistake: one line, exit status 1, no
+  traceback; Ctrl-C / SIGTERM end with status 130.
+"""
+from __future__ import annotations
+
+import logging as std_logging
+import os
+import signal
+import sys
+from typing import Any, Callable, Sequence, TypeVar
+
+from absl import app, flags, logging
+
+from research.launch import config_flags
+from research.launch.errors import EXIT_INTERRUPTED, UserError, error_line, fail
+
+T = TypeVar("T")
+
+#: Loggers of libraries that talk at INFO about routine work.
+_CHATTY_LOGGERS = ("absl", "orbax", "jax._src.xla_bridge", "jax._src.compiler", "optuna")
+
+
+def quiet_logging() -> None:
+  """absl WARNING unless ``--verbosity`` was given on the command line."""
+  verbosity = flags.FLAGS["verbosity"]
+  if verbosity.present:
+    return
+  logging.set_verbosity(logging.WARNING)
+  for name in _CHATTY_LOGGERS:
+    std_logging.getLogger(name).setLevel(std_logging.WARNING)
+
+
+def validated(check: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+  """``check(*args, **kwargs)``, with a ``ValueError`` it raises turned into a :class:`UserError`
+  (one line, exit 1). Use it for every validation before anything runs or is written."""
+  try:
+    return check(*args, **kwargs)
+  except ValueError as e:
+    raise UserError(str(e)) from None
+
+
+def checked_workdir(path: str | None, flag: str = "--workdir") -> str:
+  """``path`` made absolute, or a :class:`UserError` when it cannot be a run directory: empty, an
+  existing file, or under a directory this process cannot write (nothing is created here)."""
+  if path is None or not str(path).strip():
+    raise UserError(f"{flag} is empty; pass a directory, e.g. {flag}=runs/my_run")
+  path = os.path.abspath(os.path.expanduser(str(path)))
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise UserError(f"{flag}={path} is a file, not a directory; choose another {flag}")
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise UserError(f"{flag}={path}: {existing} is a file, so the directory cannot be made")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise UserError(f"{flag}={path}: {existing} is not writable; choose another {flag}")
+  return path
+
+
+def _interrupt(signum, frame):
+  # A scheduler's SIGTERM runs the same cleanup as Ctrl-C (finally blocks, stopping workers).
+  del signum, frame
+  raise KeyboardInterrupt
+
+
+def run(main: Callable[[], int | None], *, config: Any = None) -> None:
+  """Runs ``main()`` as an absl program with the project's conventions (module docstring).
+
+  Args:
+    main: the script's body; returns its exit status (None means 0).
+    config: the ``--config`` flag holder, for ``--print_config``.
+  """
+
+  def absl_main(argv: Sequence[str]) -> int:
+    if len(argv) > 1:
+      fail(f"unexpected argument(s) {' '.join(argv[1:])!r}: this script takes only --flags "
+           "(see --help)")
+    quiet_logging()
+    if config is not None and config_flags.print_config_requested():
+      print(config.value)
+      return 0
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+      status = main()
+    except UserError as e:
+      print(error_line(str(e)), file=sys.stderr, flush=True)
+      return 1
+    except KeyboardInterrupt:
+      return EXIT_INTERRUPTED
+    return 0 if status is None else int(status)
+
+  app.run(absl_main)
