@@ -21,6 +21,8 @@ def get_config() -> ml_collections.ConfigDict:
   config = default.get_config()
   config.model.hidden_sizes = ()        # no hidden layer: logits = x W + b (softmax regression)
   config.loss.l2 = 1e-3                 # strictly convex: one minimum every method should reach
+  config.model.init = "xavier"
+  config.model.output_scale = 1.0      # the output layer is the only layer: no down-scaling
 
   so = config.second_order = ml_collections.ConfigDict()
   so.methods = "nesterov,adam,lbfgs,hessian_free,newton"  # comma-separated, drawn in this order

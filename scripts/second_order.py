@@ -1,234 +1,32 @@
-r"""First- vs second-order rules on digits, FULL BATCH: loss against wall time and evaluations.
+r"""First- vs second-order rules, FULL BATCH: loss against wall time and evaluations
+(research/train/full_batch.py).
 
     python3 scripts/second_order.py --config=configs/second_order_softmax.py \
         --workdir=/tmp/second_order_softmax
-    python3 scripts/second_order.py --config=configs/second_order_mlp.py --workdir=/tmp/second_order_mlp
     python3 scripts/second_order.py --config=configs/second_order_mlp.py --workdir=/tmp/so \
         --config.second_order.methods=lbfgs,hessian_free --config.second_order.time_budget_s=5
 
-Every method minimizes the same full-batch training loss (mean cross-entropy over the whole
-training split + ``0.5 * config.loss.l2 * sum(w**2)`` over the weights, not the biases) from the
-same initialization, one ``research.optim.second_order.make_step`` per update, jitted and compiled
-BEFORE the clock starts. Methods (``config.second_order.methods``): ``nesterov`` (SGD + Nesterov
-momentum), ``adam``, ``lbfgs``, ``hessian_free`` (Hessian-free Newton), ``newton`` (dense; only for
-small models). Each runs for ``max_steps`` updates or ``time_budget_s`` seconds of update time.
-
-Evaluations are counted in gradient-equivalent passes: a loss + gradient evaluation = 1, a
-loss-only evaluation = 1 (an upper bound: it costs about a third of one), a Hessian-vector
-product = 2 (forward-over-reverse is about two gradients); the dense Hessian of n parameters
-is n products. The point ``x_k`` is charged with the work of the updates that produced it.
-
-Outputs in --workdir: ``loss_vs_time.png``, ``loss_vs_evaluations.png`` (log-log; top: training
-loss; bottom: loss minus the best loss any method reached; in float32 that excess bottoms out
-near 1e-8, the resolution of a loss of ~0.01-0.1) and ``second_order.json`` (per
-method: the traces, steps, counts, final training loss and train/validation accuracy).
+Outputs in --workdir: loss_vs_time.png, loss_vs_evaluations.png, second_order.json.
+Exit status: 0 done, 1 a user mistake.
 """
-from __future__ import annotations
+from absl import flags
 
-import json
-import os
-import time
-from typing import Any
+from research import launch
 
-import jax
-import jax.numpy as jnp
-import matplotlib
-import numpy as np
-import optax
-from absl import app, flags
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-from research.launch import default_config, define_config_file  # noqa: E402
-
-from research import optim  # noqa: E402
-from research.data import load_dataset  # noqa: E402
-from research.optim.hessian_free import hessian_free_newton  # noqa: E402
-from research.optim.lbfgs import lbfgs  # noqa: E402
-from research.optim.newton import newton  # noqa: E402
-from research.optim.second_order import evaluation_count, make_step  # noqa: E402
-
-_CONFIG = define_config_file(default_config("second_order_softmax.py"),
-                             "Experiment config.")
+_CONFIG = launch.define_config_file(launch.default_config("second_order_softmax.py"),
+                                    "Experiment config (with a second_order group).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.", required=True)
 
-METHODS = ("nesterov", "adam", "lbfgs", "hessian_free", "newton")
 
-#: Gradient-equivalent cost of each kind of evaluation (module docstring).
-COST = {"value_and_grad_calls": 1, "value_calls": 1, "hvp_calls": 2}
-
-COLORS = {"nesterov": "tab:blue", "adam": "tab:orange", "lbfgs": "tab:green",
-          "hessian_free": "tab:red", "newton": "tab:purple"}
-
-
-def parse_methods(text: str) -> list[str]:
-  """``"lbfgs,adam"`` -> ``["lbfgs", "adam"]``; unknown names raise ``ValueError``."""
-  methods = [m.strip() for m in str(text).split(",") if m.strip()]
-  unknown = [m for m in methods if m not in METHODS]
-  if unknown or not methods:
-    raise ValueError(f"config.second_order.methods={text!r} has unknown or no methods "
-                     f"{unknown}; known: {', '.join(METHODS)}")
-  return methods
-
-
-def init_mlp(key: Any, sizes: list[int]) -> list[dict[str, Any]]:
-  """Dense layers ``sizes[0] -> ... -> sizes[-1]`` with Xavier-uniform weights, zero biases
-  (no hidden size: softmax regression)."""
-
-  layers = []
-  for fan_in, fan_out, layer_key in zip(sizes[:-1], sizes[1:], jax.random.split(key, len(sizes))):
-    limit = (6.0 / (fan_in + fan_out)) ** 0.5
-    layers.append({"w": jax.random.uniform(layer_key, (fan_in, fan_out), jnp.float32, -limit, limit),
-                   "b": jnp.zeros(fan_out, jnp.float32)})
-  return layers
-
-
-def mlp_logits(params: list[dict[str, Any]], x: Any, activation: str) -> Any:
-
-  act = {"tanh": jnp.tanh, "relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid}[activation]
-  for layer in params[:-1]:
-    x = act(x @ layer["w"] + layer["b"])
-  return x @ params[-1]["w"] + params[-1]["b"]
-
-
-def build_rule(name: str, cfg: Any) -> Any:
-
-  if name == "nesterov":
-    return optim.nesterov(cfg.learning_rate, mu=cfg.mu)
-  if name == "adam":
-    return optim.adam(cfg.learning_rate)
-  if name == "lbfgs":
-    return lbfgs(memory_size=cfg.memory_size)
-  if name == "hessian_free":
-    return hessian_free_newton(damping=cfg.damping, cg_max_iters=cfg.cg_max_iters, cg_tol=cfg.cg_tol)
-  return newton(damping=cfg.damping)
-
-
-def run_method(name: str, cfg: Any, budget_s: float, loss_fn, params, x, y) -> dict[str, Any]:
-  """Runs one rule full-batch; returns its trace (time, evaluations, loss per point)."""
-
-  tx = build_rule(name, cfg)
-  state = tx.init(params)
-  step = jax.jit(make_step(tx, loss_fn, full_batch=True)).lower(params, state, x, y).compile()
-
-  counts = {kind: 0 for kind in COST}
-  seen = {kind: 0 for kind in COST}
-  times, evaluations, losses = [0.0], [0.0], []
-  elapsed = 0.0
-  for _ in range(int(cfg.max_steps)):
-    start = time.perf_counter()
-    params, state, value, evaluated = step(params, state, x, y)
-    jax.block_until_ready((params, state))
-    elapsed += time.perf_counter() - start
-    losses.append(float(value))  # loss at the point BEFORE this update
-    inner = evaluation_count(state)
-    counts["value_and_grad_calls"] += int(evaluated)
-    if inner is not None:
-      for kind, total in inner._asdict().items():
-        counts[kind] += int(total) - seen[kind]
-        seen[kind] = int(total)
-    times.append(elapsed)
-    evaluations.append(float(sum(COST[k] * v for k, v in counts.items())))
-    if elapsed > budget_s or not np.isfinite(losses[-1]):
-      break
-  losses.append(float(loss_fn(params, x, y)))  # the final point (not timed)
-  return {"params": params, "time_s": times, "evaluations": evaluations, "loss": losses,
-          "steps": len(times) - 1, "counts": counts}
-
-
-def _plot(results: dict[str, dict[str, Any]], axis: str, label: str, title: str, path: str) -> None:
-
-  best = min(min(r["loss"]) for r in results.values())
-  fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 7), sharex=True)
-  for name, r in results.items():
-    # Log x-axis (methods differ by orders of magnitude in speed): the common starting point
-    # x = 0 is left out of the figure (it is in the JSON).
-    xs, loss = np.asarray(r[axis])[1:], np.asarray(r["loss"])[1:]
-    top.plot(xs, loss, label=name, color=COLORS[name], marker="." if len(xs) < 60 else None)
-    excess = loss - best
-    keep = excess > 0
-    bottom.plot(xs[keep], excess[keep], color=COLORS[name], marker="." if len(xs) < 60 else None)
-  top.set_yscale("log")
-  top.set_ylabel("training loss (full batch)")
-  top.set_title(title)
-  top.legend()
-  bottom.set_yscale("log")
-  bottom.set_ylabel(f"loss - best ({best:.4g})")
-  bottom.set_xlabel(label)
-  for ax in (top, bottom):
-    ax.set_xscale("log")
-    ax.grid(True, which="major", alpha=0.3)
-  fig.subplots_adjust(left=0.13, right=0.97, top=0.94, bottom=0.08, hspace=0.08)
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-
-
-def run(config: Any, workdir: str) -> dict[str, Any]:
-  """Runs every method of ``config.second_order`` and writes the figures and JSON."""
-
-  if config.second_order.float64:
-    jax.config.update("jax_enable_x64", True)
-
-  methods = parse_methods(config.second_order.methods)
-  data = load_dataset(config.data)
-  dtype = jnp.float64 if config.second_order.float64 else jnp.float32
-  flat = lambda a: jnp.asarray(np.reshape(a, (len(a), -1)), dtype)
-  x_train, x_val = flat(data.x_train), flat(data.x_val)
-  y_train, y_val = jnp.asarray(data.y_train), jnp.asarray(data.y_val)
-  sizes = [x_train.shape[1], *config.model.hidden_sizes, data.num_classes]
-  activation = config.model.activation
-  params0 = jax.tree.map(lambda a: a.astype(dtype), init_mlp(jax.random.key(config.seed), sizes))
-  l2 = float(config.loss.l2)
-
-  def loss_fn(params, x, y):
-    logits = mlp_logits(params, x, activation)
-    data_loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
-    return data_loss + 0.5 * l2 * sum(jnp.sum(layer["w"] ** 2) for layer in params)
-
-  def accuracy(params, x, y):
-    return float(jnp.mean(jnp.argmax(mlp_logits(params, x, activation), -1) == y))
-
-  num_params = sum(a.size for a in jax.tree.leaves(params0))
-  problem = "softmax regression" if not config.model.hidden_sizes else (
-      f"MLP {'-'.join(map(str, sizes))} ({activation})")
-  print(f"{problem}: {num_params} parameters, {len(x_train)} training examples, full batch, "
-        f"{jnp.dtype(dtype).name}")
-
-  results = {}
-  for name in methods:
-    r = run_method(name, config.second_order[name], float(config.second_order.time_budget_s),
-                   loss_fn, params0, x_train, y_train)
-    params = r.pop("params")
-    r["train_accuracy"] = accuracy(params, x_train, y_train)
-    r["val_accuracy"] = accuracy(params, x_val, y_val)
-    r["final_loss"] = r["loss"][-1]
-    r["settings"] = dict(config.second_order[name])
-    results[name] = r
-    print(f"  {name:13s} steps {r['steps']:4d}  time {r['time_s'][-1]:6.2f} s  evaluations "
-          f"{r['evaluations'][-1]:7.0f}  final loss {r['final_loss']:.6f}  train acc "
-          f"{r['train_accuracy']:.4f}  val acc {r['val_accuracy']:.4f}")
-
-  os.makedirs(workdir, exist_ok=True)
-  title = f"digits, {problem}, full batch ({len(x_train)} examples)"
-  _plot(results, "time_s", "wall time of the updates (s, compilation excluded)", title,
-        os.path.join(workdir, "loss_vs_time.png"))
-  _plot(results, "evaluations", "gradient-equivalent evaluations (f+g = 1, f = 1, Hv = 2)", title,
-        os.path.join(workdir, "loss_vs_evaluations.png"))
-  report = {"problem": problem, "num_params": int(num_params), "num_train": int(len(x_train)),
-            "dtype": jnp.dtype(dtype).name, "l2": l2, "cost_weights": COST,
-            "time_budget_s": float(config.second_order.time_budget_s), "methods": results}
-  with open(os.path.join(workdir, "second_order.json"), "w") as f:
-    json.dump(report, f, indent=1)
-  return report
-
-
-def main(argv: list[str]) -> None:
-  del argv
-  run(_CONFIG.value, _WORKDIR.value)
+def main() -> int:
+  from research.train import full_batch, validate_config
+  config = _CONFIG.value
+  workdir = launch.checked_workdir(_WORKDIR.value)
+  launch.validated(validate_config, config)
+  launch.validated(full_batch.validate_second_order_config, config)
+  full_batch.compare_rules(config, workdir, log=lambda line: print(line, flush=True))
+  return launch.EXIT_OK
 
 
 if __name__ == "__main__":
-  app.run(main)
+  launch.run(main, config=_CONFIG)

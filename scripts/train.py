@@ -51,7 +51,7 @@ def main() -> int:
   except train.DivergenceError as e:
     print(f"DIVERGED: {e}", flush=True)
     return launch.EXIT_FAILED
-  except (ValueError, train.CheckpointError) as e:
+  except (ValueError, train.CheckpointError, train.ResumeError) as e:
     raise launch.UserError(str(e)) from None
   return launch.EXIT_OK
 

@@ -116,7 +116,7 @@ def test_initialization_scales(init, std, output_std):
     ("init", "orthogonal", "choose one of xavier, he, small, unit"),
     ("activation", "gelu", "choose one of relu, tanh, sigmoid"),
     ("dropout", -0.1, "must be in [0, 1)"),
-    ("hidden_sizes", (0, 5), "must be a non-empty tuple of positive integers"),
+    ("hidden_sizes", (0, 5), "must be a tuple of positive integers"),
 ])
 def test_bad_model_config(field, value, message):
   config = default.get_config().model

@@ -29,5 +29,5 @@ def test_vmapped_seeds_equal_separate_training_runs(tmp_path):
                                 rtol=1e-5, atol=1e-6)
     chex.assert_trees_all_close(member.averages.ema, jax.device_get(single.state.averages.ema),
                                 rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(stacked.history[-1]["val_accuracy"][k],
+    np.testing.assert_allclose(stacked.history[k][-1]["val_accuracy"],
                                single.history[-1]["val_accuracy"], atol=1e-6)

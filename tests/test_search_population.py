@@ -43,11 +43,7 @@ def test_population_equals_sequential_trials(tmp_path):
   # each member's folder: epoch rows and a best checkpoint that research.train can restore
   rows = [json.loads(line) for line in open(os.path.join(workdirs[2], "metrics.jsonl"))]
   assert [r["epoch"] for r in rows] == [1, 2]
-  from research import data, models
-  dataset = data.load_dataset(configs[2].data)
-  model = models.create_model(configs[2].model, dataset.num_classes, dataset.image_shape)
-  best = train.checkpoints.restore_best(workdirs[2], config=configs[2], model=model,
-                                        dataset=dataset)
+  best = train.checkpoints.restore_best(workdirs[2], config=configs[2])
   assert best["epoch"] == result.best_epoch[2]
   assert best["val_accuracy"] == pytest.approx(result.best_val_accuracy[2])
 

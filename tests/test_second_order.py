@@ -16,7 +16,8 @@ from research.optim import damping as lm
 from research.optim.hessian_free import conjugate_gradient, hessian_free_newton
 from research.optim.lbfgs import LBFGSState, lbfgs, remember_pair, two_loop_recursion
 from research.optim.newton import dense_hessian_bytes, newton
-from research.optim.second_order import evaluation_count, make_step
+from research.optim.second_order import evaluation_count
+from research.train import make_step
 from research.optim.rules import sgd
 
 # ----------------------------------------------------------------------------- problems

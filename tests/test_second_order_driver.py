@@ -1,17 +1,13 @@
-"""scripts/second_order.py: the comparison driver writes readable figures and exact counts."""
+"""research.train.full_batch (scripts/second_order.py): the full-batch comparison of rules
+writes readable figures and exact counts."""
 import json
-import os
-import sys
 
 import matplotlib.image
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "scripts"))
-import second_order as driver
-
 from configs import second_order_mlp, second_order_softmax
+from research.train import full_batch as driver
 
 
 def test_driver_writes_figures_and_counts_newton_work_exactly(tmp_path):
@@ -19,7 +15,7 @@ def test_driver_writes_figures_and_counts_newton_work_exactly(tmp_path):
   config.second_order.methods = "adam,newton"
   config.second_order.adam.max_steps = 5
   config.second_order.newton.max_steps = 2
-  report = driver.run(config, str(tmp_path))
+  report = driver.compare_rules(config, str(tmp_path), log=None)
 
   for name in ("loss_vs_time.png", "loss_vs_evaluations.png"):
     image = matplotlib.image.imread(tmp_path / name)

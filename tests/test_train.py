@@ -39,8 +39,27 @@ def test_short_run_learns_and_reports(finished_run):
   assert any(line.startswith("epoch 3/3") and "val_acc" in line and "eta" in line
              for line in lines), lines
   assert any("verdict" in line for line in lines)
+
+
+
+def test_summary_is_self_contained_and_tests_the_best_checkpoint(finished_run, dataset):
+  config, workdir, result, _ = finished_run
   summary = json.load(open(os.path.join(workdir, "summary.json")))
-  assert summary["best_epoch"] in (1, 2, 3) and 0.8 < summary["final_test_accuracy"] <= 1.0
+  assert summary["status"] == "done" and summary["epochs"] == summary["num_epochs"] == 3
+  assert summary["best_epoch"] in (1, 2, 3)
+  assert summary["best"]["epoch"] == summary["best_epoch"]
+  assert summary["last"] == pytest.approx(result.history[-1])
+  assert summary["config"] == json.loads(config.to_json())
+  assert summary["wall_time_s"] > 0 and summary["versions"]["jax"] == jax.__version__
+  assert "git_commit" in summary
+  # Test metrics of the BEST checkpoint, for the raw parameters and each average.
+  assert set(summary["test"]) == {"raw", "ema", "polyak"}
+  best = train.checkpoints.restore_best(workdir, config=config, dataset=dataset)
+  model = models.create_model(config.model, dataset.num_classes, dataset.image_shape)
+  test = train.evaluate(jax.jit(train.make_eval_step(model)), best["params"],
+                        best["batch_stats"], dataset.x_test, dataset.y_test, 512)
+  assert summary["test_accuracy"] == pytest.approx(test["accuracy"], abs=1e-9)
+  assert summary["test"]["raw"]["accuracy"] == summary["test_accuracy"]
 
 
 def test_outputs_exist_and_are_readable(finished_run):
@@ -71,7 +90,7 @@ def test_outputs_exist_and_are_readable(finished_run):
 def test_best_checkpoint_restores_exported_parameters(finished_run, dataset):
   config, workdir, result, _ = finished_run
   model = models.create_model(config.model, dataset.num_classes, dataset.image_shape)
-  best = train.checkpoints.restore_best(workdir, config=config, model=model, dataset=dataset)
+  best = train.checkpoints.restore_best(workdir, config=config, dataset=dataset)
   assert best["val_accuracy"] == pytest.approx(result.best_val_accuracy)
   eval_step = jax.jit(train.make_eval_step(model))
   val = train.evaluate(eval_step, best["params"], best["batch_stats"], dataset.x_val,
@@ -179,8 +198,13 @@ def test_mismatched_checkpoint_gets_a_clear_error(tmp_path, dataset):
   config = small_config(epochs=1)
   train.train_and_evaluate(config, str(tmp_path), dataset=dataset, log=None)
   config.model.hidden_sizes = (16,)
-  with pytest.raises(train.CheckpointError, match=r"different config \(model changed\)"):
+  config.optimizer.learning_rate = 0.5
+  with pytest.raises(train.ResumeError) as raised:
     train.train_and_evaluate(config, str(tmp_path), dataset=dataset, log=None)
+  assert str(raised.value) == (
+      f"{tmp_path} holds a run with a different config (2 fields differ: model.hidden_sizes: "
+      "[32] (saved) vs [16] (now); optimizer.learning_rate: 0.01 (saved) vs 0.5 (now)); resume "
+      f"it with its own config (--config={tmp_path}/config.json) or choose another --workdir.")
   # The checkpoint layer itself names the mismatching tensors.
   model = models.create_model(config.model, 10, (8, 8, 1))
   tx = optim.get_optimizer(config.optimizer, 19)

@@ -152,6 +152,33 @@ def averaged_params(avg_state: AveragesState | None) -> dict[str, Params]:
   return out
 
 
+def check_averaging_config(averaging_cfg) -> dict[str, bool]:
+  """Validates ``config.averaging``; returns ``{'ema': on, 'polyak': on}``.
+
+  Raises:
+    ValueError: ``ema_decay`` outside ``[0, 1)`` (or not a number), ``polyak_start_epoch`` not an
+      integer, ``export`` unknown or naming an average that is off.
+  """
+  ema_decay = averaging_cfg.get("ema_decay", 0.0)
+  start_epoch = averaging_cfg.get("polyak_start_epoch", -1)
+  export = averaging_cfg.get("export", "raw")
+  if (isinstance(ema_decay, bool) or not isinstance(ema_decay, (int, float))
+      or not 0.0 <= ema_decay < 1.0):
+    raise ValueError(f"config.averaging.ema_decay={ema_decay!r} is invalid: it must be in [0, 1) "
+                     "(0 turns the EMA off).")
+  if isinstance(start_epoch, bool) or not isinstance(start_epoch, int):
+    raise ValueError(f"config.averaging.polyak_start_epoch={start_epoch!r} must be an integer "
+                     "(-1 turns Polyak averaging off).")
+  if export not in ("raw",) + AVERAGES:
+    raise ValueError(f"config.averaging.export={export!r} is unknown; known: raw, ema, polyak.")
+  enabled = {"ema": ema_decay > 0.0, "polyak": start_epoch >= 0}
+  if export != "raw" and not enabled[export]:
+    raise ValueError(
+        f"config.averaging.export={export!r} but that average is off (ema_decay={ema_decay}, "
+        f"polyak_start_epoch={start_epoch}); turn it on or export 'raw'.")
+  return enabled
+
+
 def init_averages_from_config(params: Params, averaging_cfg, steps_per_epoch: int
                               ) -> AveragesState | None:
   """Builds the averages from ``config.averaging`` (the schema in configs/default.py).
@@ -164,19 +191,9 @@ def init_averages_from_config(params: Params, averaging_cfg, steps_per_epoch: in
     ValueError: when ``ema_decay`` is outside ``[0, 1)`` or ``export`` names an average that is off
       or unknown.
   """
+  enabled = check_averaging_config(averaging_cfg)
   ema_decay = float(averaging_cfg.get("ema_decay", 0.0))
   start_epoch = int(averaging_cfg.get("polyak_start_epoch", -1))
-  export = averaging_cfg.get("export", "raw")
-  if not 0.0 <= ema_decay < 1.0:
-    raise ValueError(f"config.averaging.ema_decay={ema_decay!r} is invalid: it must be in [0, 1) "
-                     "(0 turns the EMA off).")
-  if export not in ("raw",) + AVERAGES:
-    raise ValueError(f"config.averaging.export={export!r} is unknown; known: raw, ema, polyak.")
-  enabled = {"ema": ema_decay > 0.0, "polyak": start_epoch >= 0}
-  if export != "raw" and not enabled[export]:
-    raise ValueError(
-        f"config.averaging.export={export!r} but that average is off (ema_decay={ema_decay}, "
-        f"polyak_start_epoch={start_epoch}); turn it on or export 'raw'.")
   if not any(enabled.values()):
     return None
   return init_averages(

@@ -46,6 +46,7 @@ from research.checks import report as report_lib
 from research.checks import sampling
 from research.checks.report import (BurnIn, DirectionalResult, GradCheckReport, LeafResult,
                                     SweepRow, error_band, relative_error)
+from research.train.update import apply_update
 
 FORMULAS = ("centered", "forward")
 # The h sweep: 1e-1 .. 1e-12.
@@ -415,10 +416,10 @@ def _burn_in(param_leaves, arg_leaves, *, spec: _Spec, optimizer, steps: int):
     return jnp.sum(fn(leaves, list(arg_leaves)))
 
   def step(carry, _):
-    leaves, opt_state = carry
-    loss, grads = jax.value_and_grad(total)(leaves)
-    updates, opt_state = optimizer.update(grads, opt_state, leaves)
-    return (optax.apply_updates(leaves, updates), opt_state), loss
+    # The training engine's update (gradient point of the look-ahead form, value_fn for
+    # second-order rules): the burn-in runs the algorithm a training run would.
+    update = apply_update(optimizer, lambda p: (total(p), None), *carry)
+    return (update.params, update.opt_state), update.loss
 
   leaves = list(param_leaves)
   (leaves, _), losses = jax.lax.scan(step, (leaves, optimizer.init(leaves)), None, length=steps)

@@ -60,24 +60,16 @@ def check_model_gradients(config: Any, dataset: Any = None) -> GradCheckReport:
     config: an experiment config (``configs/default.py`` schema).
     dataset: an already loaded ``research.data.Dataset`` (default ``load_dataset(config.data)``).
   """
-  # Imported here: research.checks must stay importable without the training stack.
-  from research.data import load_dataset
-  from research.models import create_model
-  from research.optim import get_optimizer
-  from research.train import create_train_state, l2_penalty, make_loss_fn
+  from research.train import build_experiment, init_state, l2_penalty, make_loss_fn
 
   options = _validate(config.gradcheck)
   gc = config.gradcheck
-  if dataset is None:
-    dataset = load_dataset(config.data)
-  model = create_model(config.model, dataset.num_classes, dataset.image_shape)
-  batch_size = int(config.train.batch_size)
-  steps_per_epoch = max(1, len(dataset.x_train) // batch_size)
-  tx = get_optimizer(config.optimizer, steps_per_epoch)
-  state = create_train_state(config, model, tx, jax.random.PRNGKey(config.seed), dataset,
-                             steps_per_epoch)
+  experiment = build_experiment(config, dataset)
+  model, tx = experiment.model, experiment.tx
+  state = init_state(experiment)   # the parameters and keys a training run starts from
   dropout_key = jax.random.fold_in(state.rng, 0)
-  x, y = dataset.x_train[:batch_size], dataset.y_train[:batch_size]
+  batch_size = experiment.batch_size
+  x, y = experiment.dataset.x_train[:batch_size], experiment.dataset.y_train[:batch_size]
 
   l2 = float(config.loss.l2)
   apart = l2 > 0 and gc.check_regularization_apart

@@ -31,6 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from research.train.state import TrainState
+from research.train.steps import make_update_step
+
 CHECKS = ("initial_loss", "regularization", "overfit_subset")
 
 # Examples used for the two initial-loss checks (the training split's first ones).
@@ -86,7 +89,7 @@ def _format_figure(value: Any) -> str:
   return str(value)
 
 
-def _validate(sanity_cfg: Any) -> tuple[int, int, float, tuple[float, ...]]:
+def validate_sanity_config(sanity_cfg: Any) -> tuple[int, int, float, tuple[float, ...]]:
   subset = sanity_cfg.subset
   steps = sanity_cfg.overfit_steps
   tolerance = sanity_cfg.chance_tolerance
@@ -166,28 +169,24 @@ def check_overfit_subset(loss_fn: Callable, tx: Any, params: Any, batch_stats: A
     accuracy = jnp.mean((jnp.argmax(aux["logits"], -1) == y).astype(jnp.float32))
     return accuracy, aux["data_loss"]
 
-  def one_step(carry, _):
-    params, batch_stats, opt_state, rng = carry
-    rng, dropout_rng = jax.random.split(rng)
-    grads, aux = jax.grad(lambda p: loss_fn(p, batch_stats, x, y, dropout_rng, True),
-                          has_aux=True)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    params = jax.tree_util.tree_map(lambda p, u: p + u, params, updates)
-    new_stats = aux.get("batch_stats", batch_stats)
-    return (params, new_stats if new_stats is not None else batch_stats, opt_state, rng), None
+  # The training engine's step (research.train.apply_update): same rule, same gradient point
+  # (the Nesterov look-ahead form included), same dropout keys as a training run.
+  train_step = make_update_step(loss_fn, tx)
 
   @functools.partial(jax.jit, static_argnums=1)
-  def chunk(carry, length):
-    carry, _ = jax.lax.scan(one_step, carry, None, length=length)
-    return carry, accuracy_and_loss(carry[0], carry[1])
+  def chunk(state, length):
+    state, _ = jax.lax.scan(lambda s, _: (train_step(s, x, y)[0], None), state, None,
+                            length=length)
+    return state, accuracy_and_loss(state.params, state.batch_stats)
 
   initial_accuracy, initial_loss = (float(v) for v in jax.jit(accuracy_and_loss)(params,
                                                                                  batch_stats))
-  carry = (params, batch_stats, tx.init(params), rng)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                     opt_state=tx.init(params), rng=rng)
   done, accuracy, loss, steps_to_fit = 0, initial_accuracy, initial_loss, None
   while done < steps and steps_to_fit is None:
     length = min(OVERFIT_CHUNK, steps - done)
-    carry, (accuracy, loss) = chunk(carry, length)
+    state, (accuracy, loss) = chunk(state, length)
     done += length
     accuracy, loss = float(accuracy), float(loss)
     if accuracy >= 1.0:
@@ -226,39 +225,31 @@ def run_sanity_checks(config: Any, *, dataset: Any = None,
   Raises:
     ValueError: a ``config.sanity`` value out of range (the message names it).
   """
-  from research import data as data_lib  # pylint: disable=g-import-not-at-top
-  from research import models as models_lib  # pylint: disable=g-import-not-at-top
-  from research import optim as optim_lib  # pylint: disable=g-import-not-at-top
-  from research import train as train_lib  # pylint: disable=g-import-not-at-top
+  from research import train as train_lib
 
-  subset, steps, tolerance, l2_values = _validate(config.sanity)
+  subset, steps, tolerance, l2_values = validate_sanity_config(config.sanity)
   config = _unregularized(config)
   make_loss = make_loss_fn or train_lib.make_loss_fn
-  if dataset is None:
-    dataset = data_lib.load_dataset(config.data)
+  # steps_per_epoch = the budget: schedules stay at their first epoch during the check.
+  experiment = train_lib.build_experiment(config, dataset, steps_per_epoch_override=steps)
+  dataset, model = experiment.dataset, experiment.model
   if subset > len(dataset.x_train):
     raise ValueError(f"config.sanity.subset={subset} exceeds the {len(dataset.x_train)} "
                      "training examples")
-
-  model = models_lib.create_model(config.model, dataset.num_classes,
-                                  image_shape=getattr(dataset, "image_shape", None))
+  # The parameters and keys a training run of this config starts from.
+  start = train_lib.init_state(experiment)
+  params, batch_stats = start.params, start.batch_stats
+  dropout_rng = jax.random.fold_in(start.rng, 0)
   x_all = jnp.asarray(dataset.x_train[:INITIAL_LOSS_EXAMPLES], jnp.float32)
   y_all = jnp.asarray(dataset.y_train[:INITIAL_LOSS_EXAMPLES], jnp.int32)
-  init_rng, dropout_rng, train_rng = jax.random.split(jax.random.key(config.seed), 3)
-  variables = model.init({"params": init_rng, "dropout": dropout_rng}, x_all[:1], train=False)
-  params = variables["params"]
-  batch_stats = variables.get("batch_stats", {})
-
   checks = [
       check_initial_loss(jax.jit(make_loss(model, 0.0), static_argnums=5), params, batch_stats,
                          x_all, y_all, dataset.num_classes, tolerance, dropout_rng),
       check_regularization(lambda l2: jax.jit(make_loss(model, l2), static_argnums=5), params,
                            batch_stats, x_all, y_all, l2_values, dropout_rng),
   ]
-  # steps_per_epoch = the budget: schedules stay at their first epoch during the check.
-  tx = optim_lib.get_optimizer(config.optimizer, steps_per_epoch=steps)
   x_sub = jnp.asarray(dataset.x_train[:subset], jnp.float32)
   y_sub = jnp.asarray(dataset.y_train[:subset], jnp.int32)
-  checks.append(check_overfit_subset(make_loss(model, 0.0), tx, params, batch_stats, x_sub,
-                                     y_sub, steps, train_rng))
+  checks.append(check_overfit_subset(make_loss(model, 0.0), experiment.tx, params, batch_stats,
+                                     x_sub, y_sub, steps, start.rng))
   return SanityReport(tuple(checks))

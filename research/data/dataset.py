@@ -53,7 +53,8 @@ def standardize(x_train: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, .
   return tuple(((x - mean) / std).astype(np.float32) for x in (x_train,) + others)
 
 
-def _check(data_cfg: Any) -> None:
+def check_data_config(data_cfg: Any) -> None:
+  """Validates ``config.data`` (name, fractions, subset) before anything is loaded."""
   name = data_cfg.name
   if name not in DATASETS:
     raise ValueError(f"config.data.name={name!r} is unknown; choose one of {', '.join(DATASETS)}.")
@@ -79,7 +80,7 @@ def load_dataset(data_cfg: Any) -> Dataset:
     ValueError: unknown name or fractions out of range (the message lists what is allowed).
     RuntimeError: an optional data set that is not available here (says how to provide it).
   """
-  _check(data_cfg)
+  check_data_config(data_cfg)
   name = data_cfg.name
   split_seed = int(data_cfg.get("split_seed", 0))
   if name == "digits":

@@ -26,6 +26,14 @@ import optax
 Params = Any
 
 
+def check_distillation_settings(temperature: float, alpha: float) -> None:
+  """Raises ValueError unless ``temperature > 0`` and ``0 <= alpha <= 1`` (finite numbers)."""
+  if not temperature > 0 or temperature == float("inf"):
+    raise ValueError(f"temperature={temperature!r} must be > 0.")
+  if not 0.0 <= alpha <= 1.0:
+    raise ValueError(f"alpha={alpha!r} must be in [0, 1].")
+
+
 def distillation_loss(student_logits: jax.Array, teacher_probs: jax.Array, labels: jax.Array,
                       temperature: float, alpha: float) -> tuple[jax.Array, dict]:
   """Mean over the batch of ``alpha T^2 KL(p_T || softmax(z/T)) + (1 - alpha) CE(z, y)``.
@@ -40,10 +48,7 @@ def distillation_loss(student_logits: jax.Array, teacher_probs: jax.Array, label
   Returns:
     ``(loss, {'soft_loss': KL (unscaled), 'hard_loss': CE})``.
   """
-  if not temperature > 0:
-    raise ValueError(f"temperature={temperature!r} must be > 0.")
-  if not 0.0 <= alpha <= 1.0:
-    raise ValueError(f"alpha={alpha!r} must be in [0, 1].")
+  check_distillation_settings(temperature, alpha)
   log_q = jax.nn.log_softmax(student_logits / temperature, axis=-1)
   p = teacher_probs.astype(log_q.dtype)
   # KL(p || q) = sum p (log p - log q), with 0 log 0 = 0.
@@ -52,14 +57,6 @@ def distillation_loss(student_logits: jax.Array, teacher_probs: jax.Array, label
   hard = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(student_logits, labels))
   loss = alpha * temperature ** 2 * soft + (1.0 - alpha) * hard
   return loss, {"soft_loss": soft, "hard_loss": hard}
-
-
-class StudentState(NamedTuple):
-  """The student's training state (params, batch-norm statistics, optimizer state, dropout key)."""
-  params: Params
-  batch_stats: Params
-  opt_state: optax.OptState
-  rng: jax.Array
 
 
 class StudentResult(NamedTuple):
@@ -71,59 +68,34 @@ class StudentResult(NamedTuple):
   best_epoch: int
 
 
-def make_distill_step(model: nn.Module, tx: optax.GradientTransformation, temperature: float,
-                      alpha: float) -> Callable:
-  """``step(state, x, y, teacher_probs) -> (state, metrics)``: one jittable distillation update."""
+def distillation_objective(temperature: float, alpha: float) -> Callable[..., jax.Array]:
+  """``objective(logits, y, teacher_probs) -> loss``: :func:`distillation_loss` as the data loss
+  of the training engine (``research.train.make_loss_fn(..., objective=...)``)."""
+  check_distillation_settings(temperature, alpha)  # now, not inside a trace
 
-  def step(state: StudentState, x, y, teacher_probs):
-    rng, dropout_key = jax.random.split(state.rng)
+  def objective(logits, labels, teacher_probs):
+    return distillation_loss(logits, teacher_probs, labels, temperature, alpha)[0]
 
-    def loss_fn(params):
-      rngs = {"dropout": dropout_key}
-      if state.batch_stats:
-        logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, x,
-                                      train=True, rngs=rngs, mutable=["batch_stats"])
-        batch_stats = updates["batch_stats"]
-      else:
-        logits = model.apply({"params": params}, x, train=True, rngs=rngs)
-        batch_stats = state.batch_stats
-      loss, aux = distillation_loss(logits, teacher_probs, y, temperature, alpha)
-      return loss, (aux, batch_stats, logits)
-
-    (loss, (aux, batch_stats, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, **aux, "accuracy": jnp.mean(jnp.argmax(logits, -1) == y)}
-    return StudentState(params, batch_stats, opt_state, rng), metrics
-
-  return step
-
-
-def _eval_accuracy(model, params, batch_stats, x, y, batch_size=512) -> float:
-  variables = {"params": params}
-  if batch_stats:
-    variables["batch_stats"] = batch_stats
-  fn = jax.jit(lambda v, xb: model.apply(v, xb, train=False))
-  correct = 0
-  for start in range(0, len(x), batch_size):
-    logits = fn(variables, jnp.asarray(x[start:start + batch_size], jnp.float32))
-    correct += int(np.sum(np.argmax(np.asarray(logits), -1) == y[start:start + batch_size]))
-  return correct / len(x)
+  return objective
 
 
 def train_student(model: nn.Module, tx: optax.GradientTransformation, variables: dict,
                   x_train: np.ndarray, y_train: np.ndarray, teacher_probs: np.ndarray,
                   x_val: np.ndarray, y_val: np.ndarray, *, temperature: float, alpha: float,
-                  num_epochs: int, batch_size: int, seed: int = 0,
+                  num_epochs: int, batch_size: int, seed: int = 0, l2: float = 0.0,
+                  eval_batch_size: int = 512,
                   log: Callable[[str], None] | None = None) -> StudentResult:
   """Trains ``model`` from ``variables`` on soft targets + hard labels; keeps the best-val epoch.
 
-  ``teacher_probs`` are the ensemble's probabilities at temperature T on ``x_train`` (row i for
-  example i). Data order is reshuffled every epoch with ``seed``; the last partial batch is
-  dropped (static shapes, one compiled step). ``alpha = 0`` is the same recipe on hard labels only
-  (the baseline a distilled student should be compared with).
+  The training engine's step (``research.train.make_update_step``, i.e. ``apply_update``: the
+  Nesterov look-ahead point and every rule behave as in a training run) with the distillation
+  loss as the data loss (plus ``0.5 * l2 * sum W**2``). ``teacher_probs`` are the ensemble's
+  probabilities at temperature T on ``x_train`` (row i for example i). The data order of epoch e
+  is ``research.train.epoch_permutation(seed, e, n)``; the last partial batch is dropped (static
+  shapes, one compiled step). ``alpha = 0`` is the same recipe on hard labels only (the baseline
+  a distilled student should be compared with).
   """
+  from research import train
   if len(teacher_probs) != len(x_train):
     raise ValueError(f"teacher_probs has {len(teacher_probs)} rows but x_train has "
                      f"{len(x_train)} examples.")
@@ -131,49 +103,56 @@ def train_student(model: nn.Module, tx: optax.GradientTransformation, variables:
     raise ValueError(f"num_epochs={num_epochs!r} must be >= 1.")
   if batch_size < 1 or batch_size > len(x_train):
     raise ValueError(f"batch_size={batch_size!r} must be in [1, {len(x_train)}].")
+  loss_fn = train.make_loss_fn(model, l2, objective=distillation_objective(temperature, alpha))
+  step = jax.jit(train.make_update_step(loss_fn, tx), donate_argnums=0)
+  eval_step = jax.jit(train.make_eval_step(model))
   # Copies: the jitted step donates its state, and the caller keeps its variables.
   params = jax.tree.map(jnp.copy, variables["params"])
-  batch_stats = jax.tree.map(jnp.copy, variables.get("batch_stats", {}) or {})
-  state = StudentState(params, batch_stats, tx.init(params),
-                       jax.random.fold_in(jax.random.PRNGKey(seed), 1))
-  step = jax.jit(make_distill_step(model, tx, temperature, alpha), donate_argnums=0)
+  state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                           batch_stats=jax.tree.map(jnp.copy, variables.get("batch_stats") or {}),
+                           opt_state=tx.init(params),
+                           rng=jax.random.fold_in(jax.random.PRNGKey(seed), 1))
   x_train = np.asarray(x_train, np.float32)
   teacher_probs = np.asarray(teacher_probs, np.float32)
-  order_rng = np.random.default_rng(seed)
-  steps_per_epoch = len(x_train) // batch_size
-  best = (-1.0, 0, params, batch_stats)
+  steps = train.steps_per_epoch(len(x_train), batch_size)
+  best = (-1.0, 0, None)
   history = []
-  for epoch in range(1, num_epochs + 1):
+  for epoch in range(num_epochs):
     start = time.perf_counter()
-    perm = order_rng.permutation(len(x_train))
+    order = train.epoch_permutation(seed, epoch, len(x_train))[:steps * batch_size]
     losses = []
-    for i in range(steps_per_epoch):
-      idx = perm[i * batch_size:(i + 1) * batch_size]
+    for idx in order.reshape(steps, batch_size):
       state, metrics = step(state, x_train[idx], y_train[idx], teacher_probs[idx])
       losses.append(metrics["loss"])
-    val_acc = _eval_accuracy(model, state.params, state.batch_stats, x_val, y_val)
-    row = {"epoch": epoch, "train_loss": float(np.mean(jax.device_get(losses))),
-           "val_accuracy": val_acc, "time": time.perf_counter() - start}
+    val = train.evaluate(eval_step, state.params, state.batch_stats, x_val, y_val,
+                         eval_batch_size)
+    row = {"epoch": epoch + 1, "train_loss": float(np.mean(jax.device_get(losses))),
+           "val_accuracy": val["accuracy"], "val_loss": val["loss"],
+           "time": time.perf_counter() - start}
     history.append(row)
     if log:
-      log(f"student epoch {epoch}: loss {row['train_loss']:.4f} val acc {val_acc:.4f}")
-    if val_acc > best[0]:
-      best = (val_acc, epoch, jax.tree.map(jnp.copy, state.params),
-              jax.tree.map(jnp.copy, state.batch_stats))
-  return StudentResult(params=best[2], batch_stats=best[3], history=history,
+      log(f"student epoch {epoch + 1}: loss {row['train_loss']:.4f} val acc "
+          f"{row['val_accuracy']:.4f}")
+    if row["val_accuracy"] > best[0]:
+      best = (row["val_accuracy"], epoch + 1, jax.device_get((state.params, state.batch_stats)))
+  return StudentResult(params=best[2][0], batch_stats=best[2][1], history=history,
                        best_val_accuracy=best[0], best_epoch=best[1])
 
 
 def gain_kept(student: float, single: float, ensemble: float) -> float:
   """Fraction of the ensemble's gain over a single model that the student keeps:
-  ``(student - single) / (ensemble - single)`` (nan when the ensemble gains nothing)."""
+  ``(student - single) / (ensemble - single)``; nan when the ensemble gains nothing or is WORSE
+  than the single model (there is no gain to keep, and a ratio of two negative numbers would read
+  as a positive fraction)."""
   gain = ensemble - single
-  return float("nan") if abs(gain) < 1e-12 else (student - single) / gain
+  return float("nan") if gain < 1e-12 else (student - single) / gain
 
 
-def _accuracy_on(model, variables, x, y) -> float:
-  return _eval_accuracy(model, variables["params"], variables.get("batch_stats", {}) or {},
-                        np.asarray(x, np.float32), np.asarray(y))
+def _accuracy_on(model, variables, x, y, batch_size: int = 512) -> float:
+  from research import train
+  return train.evaluate(jax.jit(train.make_eval_step(model)), variables["params"],
+                        variables.get("batch_stats") or {}, np.asarray(x, np.float32),
+                        np.asarray(y), batch_size)["accuracy"]
 
 
 def distill_from_members(config, members, dataset, *, log: Callable[[str], None] | None = None
@@ -192,26 +171,25 @@ def distill_from_members(config, members, dataset, *, log: Callable[[str], None]
     and ``gain_kept`` = (student - single) / (ensemble - single), plus ``gain_kept_vs_baseline``
     measured from the hard-label student instead of the first member.
   """
-  from research import models, optim  # noqa: PLC0415
-  from research.ensemble.combine import accuracy, ensemble_probabilities  # noqa: PLC0415
-  from research.ensemble.members import member_logits  # noqa: PLC0415
+  from research import train
+  from research.ensemble.combine import accuracy, ensemble_probabilities
+  from research.ensemble.members import member_logits
 
   dcfg = config.distill
   temperature, alpha = float(dcfg.temperature), float(dcfg.alpha)
-  model = models.create_model(config.model, dataset.num_classes, dataset.image_shape)
-  batch_size = int(config.train.batch_size)
-  steps_per_epoch = len(dataset.x_train) // batch_size
+  experiment = train.build_experiment(config, dataset)
   teacher_train = ensemble_probabilities(member_logits(members, dataset.x_train), temperature)
-  x0 = jnp.asarray(dataset.x_train[:1], jnp.float32)
   student_seed = int(config.seed) + int(dcfg.student_seed_offset)
-  init = model.init(jax.random.PRNGKey(student_seed), x0, train=False)
+  start = train.init_state(experiment, seed=student_seed)
+  init = {"params": start.params, "batch_stats": start.batch_stats}
   students = {}
   for name, a in (("student", alpha), ("hard_label_student", 0.0)):
-    tx = optim.get_optimizer(config.optimizer, steps_per_epoch)
-    result = train_student(model, tx, init, dataset.x_train, dataset.y_train, teacher_train,
-                           dataset.x_val, dataset.y_val, temperature=temperature, alpha=a,
-                           num_epochs=int(dcfg.num_epochs), batch_size=batch_size,
-                           seed=student_seed, log=log)
+    result = train_student(experiment.model, experiment.tx, init, dataset.x_train,
+                           dataset.y_train, teacher_train, dataset.x_val, dataset.y_val,
+                           temperature=temperature, alpha=a, num_epochs=int(dcfg.num_epochs),
+                           batch_size=experiment.batch_size, seed=student_seed,
+                           l2=float(config.loss.l2),
+                           eval_batch_size=int(config.train.eval_batch_size), log=log)
     students[name] = ({"params": result.params, "batch_stats": result.batch_stats}, result)
   out = {"config": {"temperature": temperature, "alpha": alpha,
                     "num_epochs": int(dcfg.num_epochs), "num_teachers": len(members),
@@ -222,7 +200,7 @@ def distill_from_members(config, members, dataset, *, log: Callable[[str], None]
     row = {"single": accuracy(ensemble_probabilities(logits[:1]), y),
            "ensemble": accuracy(ensemble_probabilities(logits), y)}
     for name, (variables, _) in students.items():
-      row[name] = _accuracy_on(model, variables, x, y)
+      row[name] = _accuracy_on(experiment.model, variables, x, y)
     row["gain_kept"] = gain_kept(row["student"], row["single"], row["ensemble"])
     row["gain_kept_vs_baseline"] = gain_kept(row["student"], row["hard_label_student"],
                                              row["ensemble"])

@@ -17,6 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from research.train import members as members_lib
+from research.train.evaluation import predict
+
 Variables = Any
 
 
@@ -56,13 +59,13 @@ def group_by_architecture(members: Sequence[Member]) -> list[list[int]]:
 
 def stack_variables(variables: Sequence[Variables]) -> Variables:
   """Stacks same-structured variable trees along a new leading axis (the member axis)."""
-  return jax.tree.map(lambda *xs: jnp.stack(xs), *variables)
+  return members_lib.stack(variables)
 
 
 def unstack_variables(stacked: Variables) -> list[Variables]:
   """Inverse of :func:`stack_variables`."""
   k = jax.tree.leaves(stacked)[0].shape[0]
-  return [jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(k)]
+  return [members_lib.unstack(stacked, i) for i in range(k)]
 
 
 def _apply_eval(model: nn.Module, variables: Variables, x: jax.Array) -> jax.Array:
@@ -91,7 +94,7 @@ def make_stacked_logits_fn(model: nn.Module, mode: str = "vmap"
     if mode == "vmap":
       fn = jax.vmap(lambda v, x: _apply_eval(model, v, x), in_axes=(0, None))
     else:
-      fn = lambda s, x: jax.lax.map(lambda v: _apply_eval(model, v, x), s)  # noqa: E731
+      fn = lambda s, x: jax.lax.map(lambda v: _apply_eval(model, v, x), s)
     _COMPILED[key] = jax.jit(fn)
   return _COMPILED[key]
 
@@ -102,13 +105,6 @@ def make_single_logits_fn(model: nn.Module) -> Callable[[Variables, jax.Array], 
   if key not in _COMPILED:
     _COMPILED[key] = jax.jit(lambda v, x: _apply_eval(model, v, x))
   return _COMPILED[key]
-
-
-def _batches(x: np.ndarray, batch_size: int):
-  if batch_size < 1:
-    raise ValueError(f"batch_size={batch_size!r} must be >= 1.")
-  for start in range(0, len(x), batch_size):
-    yield jnp.asarray(x[start:start + batch_size], dtype=jnp.float32)
 
 
 class PreparedEnsemble(NamedTuple):
@@ -141,11 +137,9 @@ def run_prepared(prepared: PreparedEnsemble, x: np.ndarray, batch_size: int = 51
   """Logits ``(K, N, C)`` of a :class:`PreparedEnsemble` on ``x``."""
   x = np.asarray(x)
   out: list[np.ndarray | None] = [None] * prepared.num_members
-  batches = list(_batches(x, batch_size))
   stacked = prepared.mode != "loop"
   for fn, variables, indices in prepared.passes:
-    logits = np.concatenate([np.asarray(fn(variables, xb)) for xb in batches],
-                            axis=1 if stacked else 0)
+    logits = predict(fn, variables, x, batch_size, axis=1 if stacked else 0)
     if not stacked:
       logits = logits[None]
     for j, i in enumerate(indices):

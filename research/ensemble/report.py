@@ -83,9 +83,9 @@ def format_report(results: dict[str, dict]) -> str:
 def accuracy_vs_k_figure(results: dict[str, dict], path: str, title: str = "") -> str:
   """Writes a PNG: ensemble accuracy against the number of members k, one line per kind,
   validation (dashed) and test (solid); returns the path."""
-  import matplotlib  # noqa: PLC0415
+  import matplotlib
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # noqa: PLC0415
+  import matplotlib.pyplot as plt
 
   fig, ax = plt.subplots(figsize=(6.5, 4.2))
   for i, (kind, res) in enumerate(results.items()):
@@ -142,7 +142,7 @@ def aggregate(outs: Sequence[dict]) -> dict:
           split: _mean_std([a for o in outs for a in o["single_models"][which][split]["all"]])
           for split in ("val", "test")}
   if all("distillation" in o for o in outs):
-    from research.ensemble.distill import gain_kept  # noqa: PLC0415
+    from research.ensemble.distill import gain_kept
     for split in ("val", "test"):
       rows = [o["distillation"][split] for o in outs]
       agg = {key: _mean_std([r[key] for r in rows])
@@ -189,9 +189,9 @@ def format_summary(summary: dict) -> str:
 def mean_accuracy_vs_k_figure(summary: dict, path: str, title: str = "") -> str:
   """PNG of :func:`aggregate`'s curves: test accuracy (mean +- std over repeats) against k, one
   line per kind, with the single-model means (best, EMA, Polyak) as horizontal references."""
-  import matplotlib  # noqa: PLC0415
+  import matplotlib
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # noqa: PLC0415
+  import matplotlib.pyplot as plt
 
   fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
   for ax, split in zip(axes, ("val", "test")):

@@ -71,7 +71,7 @@ def find_run_workdirs(paths: Sequence[str] | str) -> list[str]:
         found.append(path)
       elif os.path.isdir(os.path.join(path, "trials")):
         # A search directory: its finished trials only (not pruned or failed ones).
-        from research.search import top_trials  # noqa: PLC0415
+        from research.search import top_trials
         found.extend(top_trials(path, 10**9))
       elif os.path.isdir(path):
         for root, _, files in sorted(os.walk(path)):
@@ -108,19 +108,11 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
                    "pass config_for= to members_from_workdirs.")
 
 
-def restore_best_variables(workdir: str, config) -> dict:
+def restore_best_variables(workdir: str, config, dataset=None) -> dict:
   """``{'params', 'batch_stats'}`` of the run's best checkpoint (research.train.checkpoints)."""
-  from research import data as data_lib, models, train  # noqa: PLC0415
-  dataset = data_lib.load_dataset(config.data)
-  model = models.create_model(config.model, dataset.num_classes, dataset.image_shape)
-  restored = train.checkpoints.restore_best(workdir, config=config, model=model, dataset=dataset)
-  params = getattr(restored, "params", None)
-  if params is None and isinstance(restored, dict):
-    params = restored["params"]
-  batch_stats = getattr(restored, "batch_stats", None)
-  if batch_stats is None and isinstance(restored, dict):
-    batch_stats = restored.get("batch_stats", {})
-  return {"params": params, "batch_stats": batch_stats or {}}
+  from research.train import checkpoints
+  restored = checkpoints.restore_best(workdir, config=config, dataset=dataset)
+  return {"params": restored["params"], "batch_stats": restored["batch_stats"] or {}}
 
 
 def members_from_workdirs(paths: Sequence[str] | str, k: int, *,
@@ -141,16 +133,15 @@ def members_from_workdirs(paths: Sequence[str] | str, k: int, *,
   """
   if int(k) < 1:
     raise ValueError(f"k={k!r} must be >= 1.")
-  from research import data as data_lib, models  # noqa: PLC0415
+  from research.train import build_experiment
   config_for = config_for or load_run_config
   restore = restore or restore_best_variables
   members = []
   for rank, run in enumerate(rank_workdirs(paths)[:int(k)]):
     config = config_for(run.workdir)
-    dataset = data_lib.load_dataset(config.data)
-    model = models.create_model(config.model, dataset.num_classes, dataset.image_shape)
+    experiment = build_experiment(config)
     info = {"source": "workdir", "workdir": run.workdir, "rank": rank,
             "val_accuracy": run.best_val_accuracy, "epoch": run.best_epoch}
-    members.append(Member(f"top{rank + 1} {os.path.basename(run.workdir)}", model,
+    members.append(Member(f"top{rank + 1} {os.path.basename(run.workdir)}", experiment.model,
                           restore(run.workdir, config), info))
   return members

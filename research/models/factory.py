@@ -11,11 +11,16 @@ from research.models.networks import ACTIVATIONS, CNN, CNN1D, MLP
 MODELS = ("mlp", "cnn", "cnn1d")
 
 
-def _positive_ints(name: str, values: Any) -> tuple[int, ...]:
-  values = tuple(values)
-  if not values or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in values):
-    raise ValueError(f"config.model.{name}={values!r} must be a non-empty tuple of positive "
-                     "integers.")
+def _positive_ints(name: str, values: Any, allow_empty: bool = False) -> tuple[int, ...]:
+  try:
+    values = tuple(values)
+  except TypeError:
+    values = (values,)
+  if ((not values and not allow_empty)
+      or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in values)):
+    raise ValueError(f"config.model.{name}={values!r} must be a "
+                     f"{'' if allow_empty else 'non-empty '}tuple of positive integers"
+                     + (" (empty: no hidden layer, softmax regression)." if allow_empty else "."))
   return values
 
 
@@ -36,7 +41,7 @@ def validate_model_config(model_cfg: Any) -> None:
   if not float(model_cfg.get("output_scale", 0.1)) > 0:
     raise ValueError(f"config.model.output_scale={model_cfg.output_scale!r} must be > 0.")
   if model_cfg.name == "mlp":
-    _positive_ints("hidden_sizes", model_cfg.hidden_sizes)
+    _positive_ints("hidden_sizes", model_cfg.hidden_sizes, allow_empty=True)
   else:
     _positive_ints("features", model_cfg.features)
 

@@ -9,8 +9,8 @@ steps_per_epoch)`` builds one from a config; hyperparameters live in the optimiz
 Second-order rules (``optax.GradientTransformationExtraArgs``: ``update`` also takes
 ``value_fn=loss`` and optionally ``value=``; see ``research.optim.second_order``): ``newton``
 (dense Hessian, damped), ``hessian_free_newton`` (Hessian-vector products + conjugate gradient),
-``lbfgs`` (two-loop recursion + zoom line search); ``make_step`` is the training step that drives
-them (full batch or mini-batch), ``evaluation_count`` reads the work each rule did.
+``lbfgs`` (two-loop recursion + zoom line search); ``evaluation_count`` reads the work each rule
+did. The step that drives them (full batch or mini-batch) is ``research.train.make_step``.
 """
 from research.optim import schedules
 from research.optim.hessian_free import hessian_free_newton
@@ -22,12 +22,12 @@ from research.optim.registry import OPTIMIZERS, get_optimizer, get_plateau
 from research.optim.rules import (adagrad, adam, add_weight_decay, gradient_point, momentum,
                                   nesterov, nesterov_lookahead, rmsprop, sgd, weights_only_mask)
 from research.optim.schedules import SCHEDULES, ReduceOnPlateau
-from research.optim.second_order import evaluation_count, make_step
+from research.optim.second_order import evaluation_count
 
 __all__ = [
     "OPTIMIZERS", "SCHEDULES", "ReduceOnPlateau", "adagrad", "adam", "add_weight_decay",
     "evaluation_count", "get_hyperparams", "get_learning_rate", "get_optimizer", "get_plateau",
-    "gradient_point", "hessian_free_newton", "init_population", "lbfgs", "make_step", "momentum",
+    "gradient_point", "hessian_free_newton", "init_population", "lbfgs", "momentum",
     "nesterov", "nesterov_lookahead", "newton", "rmsprop", "scale_learning_rate", "schedules",
     "set_hyperparams", "sgd", "weights_only_mask",
 ]

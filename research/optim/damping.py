@@ -20,11 +20,24 @@ Reference: Martens 2010, "Deep learning via Hessian-free optimization", section 
 import jax
 import jax.numpy as jnp
 
+from research.optim import validation
+
 #: ``rho`` below this: increase the damping; above ``GOOD_RATIO``: decrease it.
 POOR_RATIO = 0.25
 GOOD_RATIO = 0.75
 INCREASE = 1.5
 DECREASE = 2.0 / 3.0
+
+
+def check_damping(damping: float, adaptive_damping: bool) -> None:
+  """``damping >= 0``; ``adaptive_damping`` a bool, and with it ``damping > 0`` (the rule
+  multiplies the damping by 3/2 or 2/3, so a zero damping would stay zero forever)."""
+  validation.check_non_negative("damping", damping)
+  if not isinstance(adaptive_damping, bool):
+    raise ValueError(f"adaptive_damping must be True or False, got {adaptive_damping!r}")
+  if adaptive_damping and not damping > 0:
+    raise ValueError(f"adaptive_damping needs damping > 0 (it multiplies the damping by 3/2 or "
+                     f"2/3), got damping={damping!r}")
 
 
 def predicted_change(grad_dot_step: jax.Array, step_hessian_step: jax.Array) -> jax.Array:

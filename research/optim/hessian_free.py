@@ -121,14 +121,9 @@ def hessian_free_newton(damping: float = 1.0, cg_max_iters: int = 50, cg_tol: fl
     An ``optax.GradientTransformationExtraArgs``; ``update(grads, state, params, *, value_fn,
     value=None, **extra_args)`` (see ``research.optim.second_order`` for the training step).
   """
-  validation.check_non_negative("damping", damping)
+  lm.check_damping(damping, adaptive_damping)
   validation.check_integer_at_least("cg_max_iters", cg_max_iters, 1)
   validation.check_positive("cg_tol", cg_tol)
-  if not isinstance(adaptive_damping, bool):
-    raise ValueError(f"adaptive_damping must be True or False, got {adaptive_damping!r}")
-  if adaptive_damping and not damping > 0:
-    raise ValueError(f"adaptive_damping needs damping > 0 (it multiplies the damping by 3/2 or "
-                     f"2/3), got damping={damping!r}")
 
   def init_fn(params):
     dtype = jnp.result_type(*jax.tree.leaves(params))

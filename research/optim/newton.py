@@ -89,12 +89,7 @@ def newton(damping: float = 1.0, adaptive_damping: bool = True,
     value=None, **extra_args)``, with ``value_fn(params, **matching extra_args)`` the loss (see
     ``research.optim.second_order`` for the training step).
   """
-  validation.check_non_negative("damping", damping)
-  if not isinstance(adaptive_damping, bool):
-    raise ValueError(f"adaptive_damping must be True or False, got {adaptive_damping!r}")
-  if adaptive_damping and not damping > 0:
-    raise ValueError(f"adaptive_damping needs damping > 0 (it multiplies the damping by 3/2 or "
-                     f"2/3), got damping={damping!r}")
+  lm.check_damping(damping, adaptive_damping)
   validation.check_integer_at_least("max_hessian_bytes", max_hessian_bytes, 1)
 
   def init_fn(params):

@@ -1,17 +1,21 @@
 """Build the update rule named in ``config.optimizer`` (see ``configs/default.py``).
 
 ``get_optimizer(opt_cfg, steps_per_epoch)`` returns ONE ``optax.inject_hyperparams`` transformation
-around ``chain(weight_decay_rule, <rule>)``. Its state's ``hyperparams`` holds
+around ``<rule>`` (``chain(weight_decay_rule, <rule>)`` when ``weight_decay != 0``). The rule's
+config fields and checks come from the rule itself: the fields are the hyperparameters of its
+public factory (``research.optim.adam`` etc.), which validates them. Its state's ``hyperparams``
+holds
 
 * ``learning_rate``: the base value ``opt_cfg.learning_rate``;
 * ``lr_schedule``: the schedule's multiplier at the current epoch (``schedule(count //
   steps_per_epoch)`` with initial value 1; constant 1 for ``constant`` and ``plateau``);
 * ``lr_scale``: the plateau multiplier, written by ``scale_learning_rate`` (1 until then);
-* ``weight_decay`` and the rule's own hyperparameters (``mu``, ``beta1``, ``beta2``, ``decay_rate``,
+* ``weight_decay`` (when non-zero) and the rule's own hyperparameters (``mu``, ``beta1``, ``beta2``, ``decay_rate``,
   ``eps``); ``mu`` follows the momentum schedule per epoch when that is enabled.
 
 The rule uses ``learning_rate * lr_schedule * lr_scale`` (``get_learning_rate``).
 """
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -20,15 +24,17 @@ import optax
 from research.optim import rules, schedules, validation
 from research.optim.hyperparams import inject, keyword_factory
 
-#: name -> (plain rule, the config fields it reads besides the learning rate)
-_RULES: dict[str, tuple[Callable[..., optax.GradientTransformation], tuple[str, ...]]] = {
-    "sgd": (rules.sgd_rule, ()),
-    "momentum": (rules.momentum_rule, ("mu",)),
-    "nesterov": (rules.nesterov_rule, ("mu",)),
-    "nesterov_lookahead": (rules.nesterov_lookahead_rule, ("mu", "next_mu")),
-    "adagrad": (rules.adagrad_rule, ("eps",)),
-    "rmsprop": (rules.rmsprop_rule, ("decay_rate", "eps")),
-    "adam": (rules.adam_rule, ("beta1", "beta2", "eps", "bias_correction")),
+#: name -> (public rule, plain rule). The public factory validates its hyperparameters (the one
+#: place each check lives); the plain rule is what ``get_optimizer`` composes.
+_RULES: dict[str, tuple[Callable[..., optax.GradientTransformation],
+                        Callable[..., optax.GradientTransformation]]] = {
+    "sgd": (rules.sgd, rules.sgd_rule),
+    "momentum": (rules.momentum, rules.momentum_rule),
+    "nesterov": (rules.nesterov, rules.nesterov_rule),
+    "nesterov_lookahead": (rules.nesterov_lookahead, rules.nesterov_lookahead_rule),
+    "adagrad": (rules.adagrad, rules.adagrad_rule),
+    "rmsprop": (rules.rmsprop, rules.rmsprop_rule),
+    "adam": (rules.adam, rules.adam_rule),
 }
 
 #: The rule names ``get_optimizer`` knows (``config.optimizer.name``).
@@ -36,13 +42,18 @@ OPTIMIZERS: tuple[str, ...] = tuple(_RULES)
 
 _MOMENTUM_RULES = ("momentum", "nesterov", "nesterov_lookahead")
 
-_CHECKS = {
-    "mu": validation.check_unit_interval,
-    "beta1": validation.check_unit_interval,
-    "beta2": validation.check_unit_interval,
-    "decay_rate": validation.check_unit_interval,
-    "eps": validation.check_positive,
-}
+
+def _parameters(fn: Callable) -> list[str]:
+  return [name for name in inspect.signature(fn).parameters if name != "learning_rate"]
+
+
+def config_fields(name: str) -> tuple[str, ...]:
+  """The ``config.optimizer`` fields rule ``name`` reads besides ``learning_rate``: the
+  hyperparameters of its public factory that its plain rule takes (e.g. adam: beta1, beta2, eps,
+  bias_correction)."""
+  validation.check_choice("optimizer", name, OPTIMIZERS)
+  public, plain = _RULES[name]
+  return tuple(p for p in _parameters(public) if p in _parameters(plain))
 
 
 def _config_value(opt_cfg: Any, name: str, default: Any) -> Any:
@@ -79,16 +90,20 @@ def _per_epoch(schedule: Callable[[Any], Any], steps_per_epoch: int) -> Callable
   return lambda count: schedule(count // steps_per_epoch)
 
 
-def _configured_factory(rule: Callable[..., optax.GradientTransformation], names: tuple[str, ...]):
-  """Factory of ``chain(weight_decay_rule, rule(learning_rate * lr_schedule * lr_scale, ...))``."""
+def _configured_factory(rule: Callable[..., optax.GradientTransformation], names: tuple[str, ...],
+                        weight_decay: bool):
+  """Factory of ``rule(learning_rate * lr_schedule * lr_scale, ...)``, chained after the weight
+  decay rule when ``weight_decay`` (a zero decay is left out: XLA would still compute
+  ``g + 0 * x`` and read the parameters once more per update)."""
 
-  def body(learning_rate, lr_schedule, lr_scale, weight_decay, mask, **rule_hyperparams):
-    return optax.chain(
-        rules.weight_decay_rule(weight_decay, mask),
-        rule(learning_rate=learning_rate * lr_schedule * lr_scale, **rule_hyperparams))
+  def body(learning_rate, lr_schedule, lr_scale, weight_decay=None, mask=None, **rule_hyperparams):
+    update = rule(learning_rate=learning_rate * lr_schedule * lr_scale, **rule_hyperparams)
+    if weight_decay is None:
+      return update
+    return optax.chain(rules.weight_decay_rule(weight_decay, mask), update)
 
-  return keyword_factory(
-      body, ("learning_rate", "lr_schedule", "lr_scale", "weight_decay", "mask") + names)
+  extra = ("weight_decay", "mask") if weight_decay else ()
+  return keyword_factory(body, ("learning_rate", "lr_schedule", "lr_scale") + extra + names)
 
 
 def get_optimizer(opt_cfg: Any, steps_per_epoch: int) -> optax.GradientTransformationExtraArgs:
@@ -112,24 +127,13 @@ def get_optimizer(opt_cfg: Any, steps_per_epoch: int) -> optax.GradientTransform
   name = opt_cfg.name
   validation.check_choice("optimizer", name, OPTIMIZERS)
   validation.check_integer_at_least("steps_per_epoch", steps_per_epoch, 1)
-  rule, names = _RULES[name]
-
+  public, plain = _RULES[name]
+  fields = config_fields(name)
   learning_rate = opt_cfg.learning_rate
-  validation.check_non_negative("learning_rate", learning_rate)
+  rule_hyperparams = {field: getattr(opt_cfg, field) for field in fields}
+  public(learning_rate, **rule_hyperparams)  # the rule's own checks (values and types)
   weight_decay = _config_value(opt_cfg, "weight_decay", 0.0)
   validation.check_non_negative("weight_decay", weight_decay)
-
-  rule_hyperparams = {}
-  for field in names:
-    if field == "next_mu":
-      continue  # derived from mu below
-    value = getattr(opt_cfg, field)
-    if field in _CHECKS:
-      _CHECKS[field](field, value)
-    rule_hyperparams[field] = value
-  bias_correction = rule_hyperparams.get("bias_correction", True)
-  if not isinstance(bias_correction, bool):
-    raise ValueError(f"bias_correction must be True or False, got {bias_correction!r}")
 
   momentum_cfg = _config_value(opt_cfg, "momentum_schedule", None)
   if momentum_cfg is not None and _config_value(momentum_cfg, "enabled", False):
@@ -138,7 +142,8 @@ def get_optimizer(opt_cfg: Any, steps_per_epoch: int) -> optax.GradientTransform
                        f"optimizer is {name!r}")
     warmup = schedules.momentum_warmup(momentum_cfg.start, momentum_cfg.end, momentum_cfg.epochs)
     rule_hyperparams["mu"] = _per_epoch(warmup, steps_per_epoch)
-  if "next_mu" in names:
+  plain_names = tuple(p for p in _parameters(plain) if p not in rule_hyperparams)
+  if "next_mu" in plain_names:
     rule_hyperparams["next_mu"] = rules.next_count_schedule(rule_hyperparams["mu"])
 
   multiplier = learning_rate_multiplier(opt_cfg.schedule)
@@ -146,6 +151,7 @@ def get_optimizer(opt_cfg: Any, steps_per_epoch: int) -> optax.GradientTransform
   if _config_value(opt_cfg.schedule, "name", "constant") == "plateau":
     get_plateau(opt_cfg)  # validate factor / patience / mode now rather than after an epoch
 
-  return inject(_configured_factory(rule, names), static_args=("mask",),
-                learning_rate=learning_rate, lr_schedule=lr_schedule, lr_scale=1.0,
-                weight_decay=weight_decay, mask=rules.weights_only_mask, **rule_hyperparams)
+  decay = {"weight_decay": weight_decay, "mask": rules.weights_only_mask} if weight_decay else {}
+  return inject(_configured_factory(plain, tuple(rule_hyperparams), bool(weight_decay)),
+                static_args=("mask",) if weight_decay else (), learning_rate=learning_rate, lr_schedule=lr_schedule,
+                lr_scale=1.0, **decay, **rule_hyperparams)

@@ -24,12 +24,13 @@ Full batch (the whole training set per step; where these methods work best)::
 
 ``value_and_grad_from_state`` reuses the value and gradient the rule already computed at the new
 point (the line search's accepted point, or the adaptive damping's trial point) instead of
-evaluating them again; ``make_step(tx, loss_fn, full_batch=True)`` below is that loop body as one
-jittable function, and works for the first-order rules too (they store nothing, so it evaluates).
+evaluating them again; ``research.train.make_step(tx, loss_fn, full_batch=True)`` is that loop
+body as one jittable function, and works for the first-order rules too (they store nothing, so it
+evaluates).
 
 Mini-batches: pass the CURRENT batch's loss as ``value_fn`` and always evaluate the gradient afresh
-(``make_step(..., full_batch=False)``); the stored value and gradient belong to the previous batch
-and must not be reused. The playbook's warning applies: L-BFGS is tricky with mini-batches. Its
+(``research.train.make_step(..., full_batch=False)``); the stored value and gradient belong to the
+previous batch and must not be reused. The playbook's warning applies: L-BFGS is tricky with mini-batches. Its
 curvature pairs ``y = g(x_new) - g(x)`` mix the change of the parameters with the change of the
 batch, and the line search minimizes one batch's loss exactly, so the directions become noisy and
 steps too long. ``lbfgs`` takes both gradients of a pair on the SAME batch (the line search
@@ -111,39 +112,3 @@ def stored_value_and_grad(opt_state: Any) -> tuple[jax.Array, Params] | None:
   if value is None or grad is None:
     return None
   return value, grad
-
-
-def make_step(tx: optax.GradientTransformation, loss_fn: Callable[..., jax.Array], *,
-              full_batch: bool) -> Callable[..., tuple[Params, Any, jax.Array, jax.Array]]:
-  """One training step for any rule (first- or second-order), ready for ``jax.jit``.
-
-  Args:
-    tx: the update rule.
-    loss_fn: ``loss_fn(params, *batch) -> scalar``.
-    full_batch: True when every call gets the same ``batch`` (the whole training set): the value
-      and gradient the rule stored at the new point are reused. False for mini-batches: always
-      evaluated afresh on the current batch.
-
-  Returns:
-    ``step(params, opt_state, *batch) -> (params, opt_state, value, evaluated)``: ``value`` is the
-    loss at the INPUT params, ``evaluated`` is True when the step computed value and gradient
-    itself (False when reused).
-  """
-
-  def step(params, opt_state, *batch):
-    def objective(p):
-      return loss_fn(p, *batch)
-
-    stored = stored_value_and_grad(opt_state) if full_batch else None
-    if stored is None:
-      value, grad = jax.value_and_grad(objective)(params)
-      evaluated = jnp.asarray(True)
-    else:
-      evaluated = ~jnp.isfinite(stored[0])
-      value, grad = jax.lax.cond(evaluated, lambda: jax.value_and_grad(objective)(params),
-                                 lambda: stored)
-    updates, opt_state = tx.update(grad, opt_state, params, value=value, grad=grad,
-                                   value_fn=objective)
-    return optax.apply_updates(params, updates), opt_state, value, evaluated
-
-  return step

@@ -43,13 +43,13 @@ def check_in_interval(name: str, value: Any, low: float, high: float,
 
 
 def check_non_negative(name: str, value: Any) -> None:
-  """``value >= 0`` (e.g. a learning rate or a weight decay)."""
-  check_in_interval(name, value, 0.0, np.inf, low_closed=True, high_closed=True)
+  """``0 <= value < inf`` (e.g. a learning rate or a weight decay)."""
+  check_in_interval(name, value, 0.0, np.inf, low_closed=True, high_closed=False)
 
 
 def check_positive(name: str, value: Any) -> None:
-  """``value > 0`` (e.g. eps)."""
-  check_in_interval(name, value, 0.0, np.inf, low_closed=False, high_closed=True)
+  """``0 < value < inf`` (e.g. eps)."""
+  check_in_interval(name, value, 0.0, np.inf, low_closed=False, high_closed=False)
 
 
 def check_unit_interval(name: str, value: Any) -> None:

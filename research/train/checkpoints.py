@@ -99,7 +99,7 @@ class Checkpoints:
     try:
       restored = self._manager.restore(int(epoch), args=ocp.args.Composite(
           meta=ocp.args.JsonRestore()))
-    except Exception as e:  # pylint: disable=broad-except  (orbax raises many kinds)
+    except Exception as e:
       raise CheckpointError(f"checkpoint {self._step_path(epoch)} is unreadable "
                             f"({type(e).__name__}: {e}); delete it to fall back to "
                             f"{self._others(epoch)}.") from None
@@ -125,7 +125,7 @@ class Checkpoints:
       saved = {k: tuple(getattr(v, "shape", np.shape(v))) for k, v in
                ((jax.tree_util.keystr(p), leaf) for p, leaf in
                 jax.tree_util.tree_flatten_with_path(saved_tree)[0])}
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:
       raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e}); delete "
                             f"it to fall back to {self._others(epoch)}.") from None
     expected = _shapes(target_dict)
@@ -137,7 +137,7 @@ class Checkpoints:
     try:
       restored = self._manager.restore(int(epoch), args=ocp.args.Composite(
           state=ocp.args.StandardRestore(target_dict), meta=ocp.args.JsonRestore()))
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:
       raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e}); delete "
                             f"it to fall back to {self._others(epoch)}.") from None
     state = flax.serialization.from_state_dict(target, restored["state"])
@@ -156,27 +156,28 @@ class Checkpoints:
     self._manager.close()
 
 
-def restore_best(workdir: str, *, config: Any, model, dataset) -> dict:
+def restore_best(workdir: str, *, config: Any, dataset=None) -> dict:
   """``{'params', 'batch_stats', 'epoch', 'val_accuracy'}`` of a run's best checkpoint.
 
   ``params`` are the exported parameters (``config.averaging.export``: raw, ema or polyak); for
   averaged parameters of a batch-norm model the statistics are recomputed on the training data.
   """
-  from research import averaging, optim  # pylint: disable=g-import-not-at-top
-  from research.train.state import create_train_state  # pylint: disable=g-import-not-at-top
+  from research import averaging
+  from research.train.experiment import build_experiment, init_state
   checkpoints = Checkpoints(workdir, create=False)
-  epoch = checkpoints.best_epoch()
-  if epoch is None:
-    raise CheckpointError(f"{checkpoints.directory} holds no checkpoint.")
-  steps_per_epoch = max(1, len(dataset.x_train) // int(config.train.batch_size))
-  tx = optim.get_optimizer(config.optimizer, steps_per_epoch)
-  target = create_train_state(config, model, tx, jax.random.PRNGKey(int(config.seed)), dataset)
-  state, meta = checkpoints.restore(epoch, target)
-  checkpoints.close()
+  try:
+    epoch = checkpoints.best_epoch()
+    if epoch is None:
+      raise CheckpointError(f"{checkpoints.directory} holds no checkpoint.")
+    experiment = build_experiment(config, dataset)
+    state, meta = checkpoints.restore(epoch, init_state(experiment))
+  finally:
+    checkpoints.close()
   export = config.averaging.get("export", "raw")
   params = averaging.select_params(state.params, state.averages, export)
   batch_stats = state.batch_stats
   if export != "raw" and jax.tree.leaves(batch_stats):
-    batch_stats = averaging.recompute_batch_stats(model, params, batch_stats, dataset.x_train)
+    batch_stats = averaging.recompute_batch_stats(experiment.model, params, batch_stats,
+                                                  experiment.dataset.x_train)
   return {"params": params, "batch_stats": batch_stats, "epoch": epoch,
           "val_accuracy": meta.get("val_accuracy")}

@@ -1,13 +1,21 @@
 """``train_and_evaluate``: the training loop that babysits itself.
 
-Reads top to bottom: build (data, model, update rule, state) -> resume from the latest checkpoint
--> per epoch: jitted steps over the shuffled batches (monitored every N steps), divergence check,
-validation of the raw and averaged parameters, reduce-on-plateau, checkpoint, metrics and progress
-line -> figures and verdict. Epochs are the unit of every x-axis.
+Reads top to bottom in named parts, as the flax examples split ``train_epoch`` from
+``train_and_evaluate``::
+
+    run = start_run(config, workdir)          # build the experiment, resume from a checkpoint
+    for epoch in remaining epochs:
+      losses = train_epoch(run, epoch)        # jitted steps over the shuffled batches
+      check_divergence(run, epoch, losses)    # NaN/Inf or exploding: stop, keep the last good one
+      record = validate(run, losses)          # raw parameters and each running average
+      end_epoch(run, epoch, record)           # plateau, checkpoint, records, progress line
+    finish(run, "done")                       # test of the best checkpoint, summary, verdict
+
+Epochs are the unit of every x-axis. Nothing of an epoch is kept when it diverges.
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 import os
 import time
@@ -17,17 +25,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from research import averaging, data as data_lib, models, monitor, optim
-from research.train import checkpoints as checkpoints_lib
+from research import averaging, data as data_lib, monitor, optim
+from research.train import resume
 from research.train.config_checks import validate_config
+from research.train.evaluation import evaluate
+from research.train.experiment import Experiment, build_experiment, init_state
 from research.train.parallel import DataParallel
-from research.train.state import TrainState, create_train_state, epoch_permutation
+from research.train.state import TrainState, epoch_permutation
 from research.train.steps import make_eval_step, make_train_step
+from research.train.summary import write_summary
 
-CONFIG_FILE = "config.json"
+CONFIG_FILE = resume.CONFIG_FILE
 SUMMARY_FILE = "summary.json"
-# Changing these between a run and its resumption would make the checkpoint meaningless.
-_RESUME_KEYS = ("data", "model", "optimizer", "loss", "averaging", "seed")
 
 
 class DivergenceError(RuntimeError):
@@ -41,58 +50,44 @@ class TrainResult(NamedTuple):
   workdir: str
 
 
-def evaluate(eval_step: Callable, params, batch_stats, x: np.ndarray, y: np.ndarray,
-             batch_size: int, put: Callable) -> dict[str, float]:
-  """Mean loss and accuracy over ``(x, y)`` in batches (weighted by batch size)."""
-  totals = {"loss": 0.0, "accuracy": 0.0}
-  outs = []
-  for start in range(0, len(x), batch_size):
-    xb, yb = put(x[start:start + batch_size]), put(y[start:start + batch_size])
-    outs.append((len(xb), eval_step(params, batch_stats, xb, yb)))
-  for n, out in outs:
-    for key in totals:
-      totals[key] += float(out[key]) * n
-  return {key: value / len(x) for key, value in totals.items()}
+@dataclasses.dataclass
+class Run:
+  """Everything one run holds while it trains (built by :func:`start_run`)."""
+  config: Any
+  workdir: str
+  experiment: Experiment
+  parallel: DataParallel
+  state: TrainState
+  train_step: Callable
+  monitored_step: Callable
+  eval_step: Callable
+  writer: Any                   # monitor.MetricsWriter
+  checkpoints: Any              # checkpoints.Checkpoints, or None when off
+  progress: monitor.ProgressLine
+  log: Callable[[str], None]
+  start_epoch: int
+  started: float                # time.time() of this process's start
+  # Host-side loop state (saved in each checkpoint's meta so a resumed run continues exactly).
+  loop: dict = dataclasses.field(default_factory=dict)
+  best_state: Any = None        # host copy of the best epoch's state when checkpoints are off
 
+  @property
+  def export(self) -> str:
+    return self.config.averaging.get("export", "raw")
 
-def _check_resumable(workdir: str, config: Any) -> None:
-  """Saves the config on a fresh run; on a resumed one refuses a different experiment."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  current = json.loads(config.to_json())
-  if os.path.exists(path):
-    with open(path) as f:
-      saved = json.load(f)
-    changed = [k for k in _RESUME_KEYS if saved.get(k) != current.get(k)]
-    if changed:
-      raise checkpoints_lib.CheckpointError(
-          f"{workdir} holds a run with a different config ({', '.join(changed)} changed); resume "
-          "it with its own config or choose another --workdir.")
-  with open(path + ".tmp", "w") as f:
-    json.dump(current, f, indent=2)
-  os.replace(path + ".tmp", path)
-
-
-def _truncate_records(workdir: str, after_epoch: int) -> None:
-  """Drops metrics/histogram rows of epochs that were lost with a kill (after the checkpoint)."""
-  for name in ("metrics.jsonl", "histograms.jsonl"):
-    path = os.path.join(workdir, name)
-    if not os.path.exists(path):
-      continue
-    with open(path) as f:
-      kept = [line for line in f if line.strip() and json.loads(line).get("epoch", 0)
-              <= after_epoch + 1e-9]
-    with open(path + ".tmp", "w") as f:
-      f.writelines(kept)
-    os.replace(path + ".tmp", path)
+  def close(self) -> None:
+    self.writer.close()
+    if self.checkpoints:
+      self.checkpoints.close()
 
 
 def _diverged_message(epoch: int, step: int, loss: float, reference: float, factor: float,
                       learning_rate: float, kept: int | None, workdir: str) -> str:
+  from research.train.checkpoints import checkpoint_dir
   what = (f"loss = {loss}" if not math.isfinite(loss) else
           f"loss {loss:.4g} > {factor:g} x the first loss {reference:.4g}")
-  kept_text = (f"the last good checkpoint (epoch {kept}) is kept in "
-               f"{checkpoints_lib.checkpoint_dir(workdir)}" if kept else
-               "no checkpoint was written before it")
+  kept_text = (f"the last good checkpoint (epoch {kept}) is kept in {checkpoint_dir(workdir)}"
+               if kept else "no checkpoint was written before it")
   return (f"training diverged in epoch {epoch + 1} at step {step}: {what}. The learning rate "
           f"({learning_rate:.3g}) is likely too high: lower it (e.g. by 10x) or add a schedule; "
           f"{kept_text}.")
@@ -106,6 +101,221 @@ def _first_kernel(params) -> Any:
   return None
 
 
+def start_run(config: Any, workdir: str, dataset: data_lib.Dataset | None = None,
+              log: Callable[[str], None] = print) -> Run:
+  """Validates and builds everything, then resumes from the latest checkpoint (if any).
+
+  Nothing is written before the config, the data, the model and the rule are known to be good.
+  """
+  from research.train import checkpoints as checkpoints_lib
+  started = time.time()
+  validate_config(config)
+  experiment = build_experiment(config, dataset)
+  parallel = DataParallel()
+  parallel.check_batch_size(experiment.batch_size)
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  resume.check_resumable(workdir, config)
+  state = init_state(experiment)
+  ckpts = None
+  if config.checkpoint.enabled:
+    ckpts = checkpoints_lib.Checkpoints(workdir, config.checkpoint.keep_latest,
+                                        config.checkpoint.keep_best)
+  loop = {"best_val_accuracy": -1.0, "best_epoch": 0, "reference_loss": None,
+          "plateau": list(experiment.plateau.init()) if experiment.plateau else None,
+          "history": []}
+  start_epoch = 0
+  if ckpts and ckpts.latest_epoch() is not None:
+    start_epoch = ckpts.latest_epoch()
+    state, meta = ckpts.restore(start_epoch, state)
+    loop.update(meta["loop"])
+    log(f"resumed from {ckpts.directory}/{start_epoch} (epoch {start_epoch} of "
+        f"{config.train.num_epochs} done)")
+  # Rows after the checkpoint (or every row, without one) were lost with a kill: written again.
+  resume.truncate_records(workdir, start_epoch, log)
+  resume.save_config(workdir, config)
+  model, tx = experiment.model, experiment.tx
+  return Run(
+      config=config, workdir=workdir, experiment=experiment, parallel=parallel,
+      state=parallel.replicate(state),
+      train_step=jax.jit(make_train_step(model, tx, config), donate_argnums=0),
+      monitored_step=jax.jit(make_train_step(model, tx, config, monitored=True),
+                             donate_argnums=0),
+      eval_step=jax.jit(make_eval_step(model)),
+      writer=monitor.MetricsWriter(workdir), checkpoints=ckpts,
+      progress=monitor.ProgressLine(int(config.train.num_epochs), start_epoch=start_epoch),
+      log=log, start_epoch=start_epoch, started=started, loop=loop)
+
+
+def train_epoch(run: Run, epoch: int) -> tuple[np.ndarray, float]:
+  """One pass over the shuffled training set; ``(batch losses, mean batch accuracy)``.
+
+  Every ``config.monitor.every_steps``-th step is the monitored step (update ratios, activation
+  and gradient statistics, written as a sample).
+  """
+  config, experiment = run.config, run.experiment
+  steps, batch_size = experiment.steps_per_epoch, experiment.batch_size
+  x_train, y_train = experiment.dataset.x_train, experiment.dataset.y_train
+  monitor_every = int(config.monitor.every_steps) if config.monitor.enabled else 0
+  order = epoch_permutation(config.seed, epoch, len(x_train))[:steps * batch_size]
+  losses, accuracies = [], []
+  state = run.state
+  for i, idx in enumerate(order.reshape(steps, batch_size)):
+    x, y = run.parallel.shard_batch(x_train[idx], y_train[idx])
+    step = epoch * steps + i
+    if monitor_every and step % monitor_every == 0:
+      state, metrics = run.monitored_step(state, x, y)
+      run.writer.write_sample(step / steps, metrics["update_ratio"], metrics["layers"])
+    else:
+      state, metrics = run.train_step(state, x, y)
+    losses.append(metrics["loss"])
+    accuracies.append(metrics["accuracy"])
+  run.state = state
+  batch_losses = np.asarray(jax.device_get(jnp.stack(losses)), np.float64)
+  run.writer.write_batch_losses(epoch, batch_losses)
+  return batch_losses, float(np.mean(jax.device_get(jnp.stack(accuracies))))
+
+
+def check_divergence(run: Run, epoch: int, batch_losses: np.ndarray) -> None:
+  """Raises :class:`DivergenceError` on a NaN/Inf batch loss or one above ``divergence_factor``
+  x the run's first loss (nothing of this epoch is saved)."""
+  loop = run.loop
+  if loop["reference_loss"] is None:
+    loop["reference_loss"] = float(batch_losses[0])
+  factor = float(run.config.train.divergence_factor)
+  bad = ~np.isfinite(batch_losses) | (batch_losses > factor * loop["reference_loss"])
+  if bad.any():
+    first = int(np.argmax(bad))
+    kept = run.checkpoints.latest_epoch() if run.checkpoints else None
+    raise DivergenceError(_diverged_message(
+        epoch, epoch * run.experiment.steps_per_epoch + first + 1, float(batch_losses[first]),
+        loop["reference_loss"], factor, float(optim.get_learning_rate(run.state.opt_state)),
+        kept, run.workdir))
+
+
+def evaluate_candidates(run: Run, state: TrainState, x: np.ndarray, y: np.ndarray
+                        ) -> dict[str, dict[str, float]]:
+  """``{'raw' | 'ema' | 'polyak': {'loss', 'accuracy'}}`` of the raw parameters and of each
+  running average of ``state`` on ``(x, y)`` (batch-norm statistics recomputed for averages)."""
+  model, x_train = run.experiment.model, run.experiment.dataset.x_train
+  out = {}
+  for name, params in {"raw": state.params, **averaging.averaged_params(state.averages)}.items():
+    batch_stats = state.batch_stats
+    if name != "raw" and jax.tree.leaves(batch_stats):
+      batch_stats = averaging.recompute_batch_stats(model, params, batch_stats, x_train)
+    out[name] = evaluate(run.eval_step, params, batch_stats, x, y,
+                         int(run.config.train.eval_batch_size), run.parallel.replicate)
+  return out
+
+
+def validate(run: Run, batch_losses: np.ndarray, train_accuracy: float) -> dict[str, float]:
+  """The epoch's record: training means, learning rate, and validation of the raw parameters
+  and of each running average side by side (``val_loss``, ``ema/val_loss``, ...)."""
+  dataset = run.experiment.dataset
+  record = {"train_loss": float(batch_losses.mean()), "train_accuracy": train_accuracy,
+            "learning_rate": float(optim.get_learning_rate(run.state.opt_state))}
+  for name, val in evaluate_candidates(run, run.state, dataset.x_val, dataset.y_val).items():
+    prefix = "" if name == "raw" else f"{name}/"
+    record[f"{prefix}val_loss"], record[f"{prefix}val_accuracy"] = val["loss"], val["accuracy"]
+  return record
+
+
+def _selected(run: Run, record: dict) -> float:
+  return record[("" if run.export == "raw" else f"{run.export}/") + "val_accuracy"]
+
+
+def end_epoch(run: Run, epoch: int, record: dict, elapsed: float) -> None:
+  """Best epoch, reduce-on-plateau, checkpoint, records and the progress line."""
+  loop, config = run.loop, run.config
+  selected = _selected(run, record)
+  if selected >= loop["best_val_accuracy"]:  # ties: the later epoch, as orbax BestN keeps
+    loop["best_val_accuracy"], loop["best_epoch"] = selected, epoch + 1
+    if not run.checkpoints:
+      run.best_state = jax.device_get(run.state)
+  plateau = run.experiment.plateau
+  if plateau:  # fed the selected validation accuracy once per epoch
+    plateau_state = plateau.update(type(plateau.init())(*loop["plateau"]), selected)
+    loop["plateau"] = list(plateau_state)
+    run.state = run.state.replace(opt_state=optim.scale_learning_rate(run.state.opt_state,
+                                                                      plateau_state.scale))
+  record["time"] = elapsed
+  loop["history"].append({"epoch": epoch + 1, **record})
+  run.writer.write_scalars(epoch + 1, record)
+  if run.checkpoints:
+    run.writer.flush()  # the epoch's records reach the disk before the checkpoint that covers it
+    run.checkpoints.save(epoch + 1, run.state, {"epoch": epoch + 1, "val_accuracy": selected,
+                                                "loop": loop}, selected)
+  run.log(run.progress(epoch, record))
+  figures_every = (int(config.monitor.figures_every_epochs)
+                   if config.monitor.get("figures", True) else 0)
+  if figures_every and (epoch + 1) % figures_every == 0 and epoch + 1 < config.train.num_epochs:
+    run.writer.flush()
+    _draw_figures(run)
+
+
+def _draw_figures(run: Run) -> list[str]:
+  """Figures are for people: one that cannot be drawn is reported, never fatal."""
+  try:
+    return monitor.make_figures(run.workdir)
+  except Exception as e:  # noqa: BLE001 - any failure to draw must not stop training
+    run.log(f"figures: could not draw into {os.path.join(run.workdir, 'figures')} "
+            f"({type(e).__name__}: {e}); training goes on")
+    return []
+
+
+def best_state(run: Run) -> TrainState:
+  """The state of the best epoch (from its checkpoint, or the in-memory copy)."""
+  if run.checkpoints and run.loop["best_epoch"]:
+    epoch = run.checkpoints.best_epoch()
+    if epoch is not None:
+      state, _ = run.checkpoints.restore(epoch, run.state)
+      return state
+  return run.best_state if run.best_state is not None else run.state
+
+
+def _test_metrics(run: Run, state: TrainState) -> dict[str, dict[str, float]]:
+  dataset = run.experiment.dataset
+  return evaluate_candidates(run, run.parallel.replicate(state), dataset.x_test, dataset.y_test)
+
+
+def finish(run: Run, status: str) -> dict:
+  """Test metrics of the best checkpoint, ``summary.json``, first-layer weights, figures and the
+  verdict (written for every end, a diverged run included)."""
+  run.writer.flush()  # the figures and the verdict read the records from disk
+  history = run.loop["history"]
+  summary = {"status": status, "best_val_accuracy": run.loop["best_val_accuracy"],
+             "best_epoch": run.loop["best_epoch"], "epochs": len(history),
+             "num_epochs": int(run.config.train.num_epochs), "exported": run.export,
+             "num_devices": run.parallel.num_devices, "backend": jax.default_backend(),
+             "wall_time_s": time.time() - run.started,
+             "last": history[-1] if history else None,
+             "best": next((h for h in history if h["epoch"] == run.loop["best_epoch"]), None),
+             "config": run.config.to_dict()}
+  if history and status != "interrupted":
+    test = _test_metrics(run, best_state(run))
+    summary["test"] = test
+    summary["test_accuracy"], summary["test_loss"] = (test[run.export]["accuracy"],
+                                                      test[run.export]["loss"])
+    run.log(f"best val accuracy {run.loop['best_val_accuracy']:.4f} (epoch "
+            f"{run.loop['best_epoch']}), test accuracy {summary['test_accuracy']:.4f} "
+            f"({run.export} parameters of the best epoch)")
+  write_summary(run.workdir, summary)
+  if status == "interrupted":
+    return summary
+  kernel = _first_kernel(jax.device_get(run.state.params))
+  if kernel is not None and status == "done":
+    monitor.save_first_layer(run.workdir, kernel, run.experiment.dataset.image_shape)
+  draw = bool(run.config.monitor.get("figures", True))
+  figures = _draw_figures(run) if draw else []
+  verdict = monitor.write_verdict(run.workdir)
+  where = (f"{os.path.join(run.workdir, 'figures')} ({len(figures)} PNGs)" if draw else
+           "off (config.monitor.figures=False)")
+  run.log(f"figures: {where}; verdict ({os.path.join(run.workdir, 'verdict.txt')}):")
+  for line in verdict:
+    run.log(f"  {line}")
+  return summary
+
+
 def train_and_evaluate(config: Any, workdir: str, *,
                        on_epoch_end: Callable[[int, dict], bool | None] | None = None,
                        dataset: data_lib.Dataset | None = None,
@@ -114,8 +324,8 @@ def train_and_evaluate(config: Any, workdir: str, *,
 
   Args:
     config: an experiment config (``configs/default.py`` schema).
-    workdir: where checkpoints, ``metrics.jsonl``, TensorBoard events, figures and the verdict
-      go; made absolute.
+    workdir: where checkpoints, ``metrics.jsonl``, TensorBoard events, figures, the verdict and
+      ``summary.json`` go; made absolute.
     on_epoch_end: called as ``on_epoch_end(epoch, record)`` after each epoch (0-based ``epoch``,
       ``record`` the epoch's metrics); returning True stops training (e.g. search pruning).
     dataset: an already loaded data set (default ``load_dataset(config.data)``).
@@ -125,151 +335,33 @@ def train_and_evaluate(config: Any, workdir: str, *,
     ``TrainResult(state, history, best_val_accuracy, workdir)``.
 
   Raises:
-    ValueError: a bad config value (before anything is trained).
-    DivergenceError: NaN/Inf or exploding loss (names epoch, step and the likely cause).
-    research.train.checkpoints.CheckpointError: an unreadable or mismatched checkpoint.
+    ValueError: a bad config value (before anything is written).
+    DivergenceError: NaN/Inf or exploding loss (names epoch, step and the likely cause); the
+      summary (status "diverged") and the verdict are written first.
+    research.train.checkpoints.CheckpointError, research.train.resume.ResumeError: a checkpoint
+      or saved config that does not allow resuming.
   """
-  log = log or (lambda _: None)
-  validate_config(config)
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
-  dataset = dataset if dataset is not None else data_lib.load_dataset(config.data)
-  n, batch_size = len(dataset.x_train), int(config.train.batch_size)
-  steps_per_epoch = n // batch_size
-  if steps_per_epoch < 1:
-    raise ValueError(f"config.train.batch_size={batch_size} is larger than the {n} training "
-                     "examples.")
-  model = models.create_model(config.model, dataset.num_classes, dataset.image_shape)
-  tx = optim.get_optimizer(config.optimizer, steps_per_epoch)
-  plateau = optim.get_plateau(config.optimizer)
-  parallel = DataParallel()
-  parallel.check_batch_size(batch_size)
-  state = create_train_state(config, model, tx, jax.random.PRNGKey(int(config.seed)), dataset,
-                             steps_per_epoch)
-  export = config.averaging.get("export", "raw")
-  averaging.select_params(state.params, state.averages, export)  # validates the export choice
-  _check_resumable(workdir, config)
-
-  # Host-side loop state (saved in each checkpoint's meta so a resumed run continues exactly).
-  loop = {"best_val_accuracy": -1.0, "best_epoch": 0, "reference_loss": None,
-          "plateau": list(plateau.init()) if plateau else None, "history": []}
-  ckpts = None
-  if config.checkpoint.enabled:
-    ckpts = checkpoints_lib.Checkpoints(workdir, config.checkpoint.keep_latest,
-                                        config.checkpoint.keep_best)
-  start_epoch = 0
-  if ckpts and ckpts.latest_epoch() is not None:
-    start_epoch = ckpts.latest_epoch()
-    state, meta = ckpts.restore(start_epoch, state)
-    loop.update(meta["loop"])
-    _truncate_records(workdir, start_epoch)
-    log(f"resumed from {ckpts.directory}/{start_epoch} (epoch {start_epoch} of "
-        f"{config.train.num_epochs} done)")
-  state = parallel.replicate(state)
-
-  train_step = jax.jit(make_train_step(model, tx, config), donate_argnums=0)
-  monitored_step = jax.jit(make_train_step(model, tx, config, monitored=True), donate_argnums=0)
-  eval_step = jax.jit(make_eval_step(model))
-  monitor_every = int(config.monitor.every_steps) if config.monitor.enabled else 0
-  draw_figures = bool(config.monitor.get("figures", True))
-  figures_every = int(config.monitor.figures_every_epochs) if draw_figures else 0
-  writer = monitor.MetricsWriter(workdir)
-  progress = monitor.ProgressLine(int(config.train.num_epochs), start_epoch=start_epoch)
-  x_train, y_train = dataset.x_train, dataset.y_train
-  num_epochs = int(config.train.num_epochs)
+  run = start_run(config, workdir, dataset, log or (lambda _: None))
+  status = "done"
   try:
-    for epoch in range(start_epoch, num_epochs):
+    for epoch in range(run.start_epoch, int(config.train.num_epochs)):
       start = time.perf_counter()
-      order = epoch_permutation(config.seed, epoch, n)[:steps_per_epoch * batch_size]
-      losses, accuracies = [], []
-      for i, idx in enumerate(order.reshape(steps_per_epoch, batch_size)):
-        x, y = parallel.shard_batch(x_train[idx], y_train[idx])
-        step = epoch * steps_per_epoch + i
-        if monitor_every and step % monitor_every == 0:
-          state, metrics = monitored_step(state, x, y)
-          writer.write_sample(step / steps_per_epoch, metrics["update_ratio"], metrics["layers"])
-        else:
-          state, metrics = train_step(state, x, y)
-        losses.append(metrics["loss"])
-        accuracies.append(metrics["accuracy"])
-      batch_losses = np.asarray(jax.device_get(jnp.stack(losses)), np.float64)
-      writer.write_batch_losses(epoch, batch_losses)
-
-      # Divergence: NaN/Inf, or far above the run's first loss. Nothing of this epoch is saved.
-      if loop["reference_loss"] is None:
-        loop["reference_loss"] = float(batch_losses[0])
-      factor = float(config.train.divergence_factor)
-      bad = ~np.isfinite(batch_losses) | (batch_losses > factor * loop["reference_loss"])
-      if bad.any():
-        first = int(np.argmax(bad))
-        kept = ckpts.latest_epoch() if ckpts else None
-        raise DivergenceError(_diverged_message(
-            epoch, epoch * steps_per_epoch + first + 1, float(batch_losses[first]),
-            loop["reference_loss"], factor, float(optim.get_learning_rate(state.opt_state)),
-            kept, workdir))
-
-      # Validation of the raw parameters and of each running average, side by side.
-      record = {"train_loss": float(batch_losses.mean()),
-                "train_accuracy": float(np.mean(jax.device_get(jnp.stack(accuracies)))),
-                "learning_rate": float(optim.get_learning_rate(state.opt_state))}
-      candidates = {"raw": state.params, **averaging.averaged_params(state.averages)}
-      for name, params in candidates.items():
-        batch_stats = state.batch_stats
-        if name != "raw" and jax.tree.leaves(batch_stats):
-          batch_stats = averaging.recompute_batch_stats(model, params, batch_stats, x_train)
-        val = evaluate(eval_step, params, batch_stats, dataset.x_val, dataset.y_val,
-                       int(config.train.eval_batch_size), parallel.replicate)
-        prefix = "" if name == "raw" else f"{name}/"
-        record[f"{prefix}val_loss"], record[f"{prefix}val_accuracy"] = val["loss"], val["accuracy"]
-      selected = record[("" if export == "raw" else f"{export}/") + "val_accuracy"]
-      if selected >= loop["best_val_accuracy"]:  # ties: the later epoch, as orbax BestN keeps
-        loop["best_val_accuracy"], loop["best_epoch"] = selected, epoch + 1
-
-      if plateau:  # reduce-on-plateau, fed the validation accuracy once per epoch
-        plateau_state = plateau.update(type(plateau.init())(*loop["plateau"]), selected)
-        loop["plateau"] = list(plateau_state)
-        state = state.replace(opt_state=optim.scale_learning_rate(state.opt_state,
-                                                                  plateau_state.scale))
-      record["time"] = time.perf_counter() - start
-      loop["history"].append({"epoch": epoch + 1, **record})
-      writer.write_scalars(epoch + 1, record)
-      if ckpts:
-        writer.flush()  # the epoch's records reach the disk before the checkpoint that covers it
-        ckpts.save(epoch + 1, state, {"epoch": epoch + 1, "val_accuracy": selected,
-                                      "loop": loop}, selected)
-      log(progress(epoch, record))
-      if figures_every and (epoch + 1) % figures_every == 0 and epoch + 1 < num_epochs:
-        writer.flush()
-        monitor.make_figures(workdir)
+      batch_losses, train_accuracy = train_epoch(run, epoch)
+      check_divergence(run, epoch, batch_losses)
+      record = validate(run, batch_losses, train_accuracy)
+      end_epoch(run, epoch, record, time.perf_counter() - start)
       if on_epoch_end is not None and on_epoch_end(epoch, {"epoch": epoch + 1, **record}):
-        log(f"stopped after epoch {epoch + 1} by on_epoch_end")
+        run.log(f"stopped after epoch {epoch + 1} by on_epoch_end")
+        status = "stopped"
         break
+    finish(run, status)
+  except DivergenceError:
+    finish(run, "diverged")
+    raise
+  except KeyboardInterrupt:
+    finish(run, "interrupted")
+    raise
   finally:
-    writer.close()
-    if ckpts:
-      ckpts.close()
-
-  # The end: test accuracy of the exported parameters, figures and the verdict.
-  final_params = averaging.select_params(state.params, state.averages, export)
-  test = evaluate(eval_step, final_params, state.batch_stats, dataset.x_test, dataset.y_test,
-                  int(config.train.eval_batch_size), parallel.replicate)
-  summary = {"best_val_accuracy": loop["best_val_accuracy"], "best_epoch": loop["best_epoch"],
-             "final_test_accuracy": test["accuracy"], "final_test_loss": test["loss"],
-             "epochs": len(loop["history"]), "exported": export,
-             "num_devices": parallel.num_devices}
-  with open(os.path.join(workdir, SUMMARY_FILE), "w") as f:
-    json.dump(summary, f, indent=2)
-  kernel = _first_kernel(jax.device_get(state.params))
-  if kernel is not None:
-    monitor.save_first_layer(workdir, kernel, dataset.image_shape)
-  figures = monitor.make_figures(workdir) if draw_figures else []
-  verdict = monitor.write_verdict(workdir)
-  log(f"best val accuracy {loop['best_val_accuracy']:.4f} (epoch {loop['best_epoch']}), final "
-      f"test accuracy {test['accuracy']:.4f} ({export} parameters)")
-  where = (f"{os.path.join(workdir, 'figures')} ({len(figures)} PNGs)" if draw_figures else
-           "off (config.monitor.figures=False)")
-  log(f"figures: {where}; verdict ({os.path.join(workdir, 'verdict.txt')}):")
-  for line in verdict:
-    log(f"  {line}")
-  return TrainResult(state=state, history=loop["history"],
-                     best_val_accuracy=loop["best_val_accuracy"], workdir=workdir)
+    run.close()
+  return TrainResult(state=run.state, history=run.loop["history"],
+                     best_val_accuracy=run.loop["best_val_accuracy"], workdir=run.workdir)

@@ -50,18 +50,21 @@ def apply_model(model, params: Params, batch_stats: Params, x: jax.Array, rng: j
   return model.apply(variables, x, train=train, rngs={"dropout": rng}), {}
 
 
-def make_loss_fn(model, l2: float, capture: bool = False) -> Callable:
-  """``loss_fn(params, batch_stats, x, y, rng, train) -> (loss, aux)``.
+def make_loss_fn(model, l2: float, capture: bool = False,
+                 objective: Callable[..., jax.Array] = cross_entropy) -> Callable:
+  """``loss_fn(params, batch_stats, x, y, rng, train, *extra) -> (loss, aux)``.
 
   ``aux = {'data_loss', 'reg_loss', 'logits', 'batch_stats'}`` (plus ``'intermediates'`` with
-  ``capture``); ``loss = data_loss + l2 * reg_loss`` with ``reg_loss = l2_penalty(params)``.
-  ``batch_stats`` in ``aux`` are the updated statistics in training mode, the given ones otherwise.
+  ``capture``); ``loss = data_loss + l2 * reg_loss`` with ``data_loss = objective(logits, y,
+  *extra)`` (default: the mean cross-entropy; distillation passes its soft-target loss and the
+  teacher's probabilities as ``extra``) and ``reg_loss = l2_penalty(params)``. ``batch_stats`` in
+  ``aux`` are the updated statistics in training mode, the given ones otherwise.
   """
   l2 = float(l2)
 
-  def loss_fn(params, batch_stats, x, y, rng, train):
+  def loss_fn(params, batch_stats, x, y, rng, train, *extra):
     logits, mutated = apply_model(model, params, batch_stats, x, rng, train, capture)
-    data_loss = cross_entropy(logits, y)
+    data_loss = objective(logits, y, *extra)
     reg_loss = l2_penalty(params)
     aux = {"data_loss": data_loss, "reg_loss": reg_loss, "logits": logits,
            "batch_stats": mutated.get("batch_stats", batch_stats)}

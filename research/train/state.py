@@ -53,14 +53,19 @@ def create_train_state(config: Any, model, tx, rng: jax.Array, dataset_or_shape:
   if steps_per_epoch is None:
     x_train = getattr(dataset_or_shape, "x_train", None)
     steps_per_epoch = (len(x_train) // int(config.train.batch_size)) if x_train is not None else 1
-  init_rng, dropout_rng, run_rng = jax.random.split(rng, 3)
-  variables = model.init({"params": init_rng, "dropout": dropout_rng},
-                         jnp.zeros((1,) + input_shape, jnp.float32), train=False)
-  params = variables["params"]
-  batch_stats = variables.get("batch_stats", {})
-  averages = init_averages_from_config(params, config.averaging, max(1, int(steps_per_epoch)))
-  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                     opt_state=tx.init(params), rng=run_rng, averages=averages)
-  # One buffer per leaf: the train step donates the state, and XLA refuses to donate a buffer
-  # that appears twice (e.g. two counters built from the same zero array).
-  return jax.tree.map(lambda leaf: jnp.array(leaf, copy=True), state)
+  averaging_cfg, polyak_steps = config.averaging, max(1, int(steps_per_epoch))
+
+  def init(rng: jax.Array) -> TrainState:
+    init_rng, dropout_rng, run_rng = jax.random.split(rng, 3)
+    variables = model.init({"params": init_rng, "dropout": dropout_rng},
+                           jnp.zeros((1,) + input_shape, jnp.float32), train=False)
+    params = variables["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
+                      rng=run_rng, averages=init_averages_from_config(params, averaging_cfg,
+                                                                      polyak_steps))
+
+  # One compiled program instead of dozens of eager initializer ops (each one a compilation).
+  # Its outputs are distinct buffers, as the donating train step needs (XLA refuses to donate a
+  # buffer that appears twice in the state).
+  return jax.jit(init)(rng)

@@ -1,0 +1,421 @@
+"""K models trained at once: stacked on a leading member axis, one compiled program.
+
+The members of one call share the data, the architecture, the update rule and the batch size, and
+may differ in every value that changes no shape (:data:`VARYING_PATHS`):
+
+* the seed: initialization, data order (``epoch_permutation(seed, epoch, n)``, as a single run)
+  and dropout keys;
+* what only the initialization reads (``model.init``, ``model.output_scale``): each member's state
+  is built from its own config (``init_state``);
+* optimizer hyperparameters (``learning_rate``, ``mu``, ``weight_decay``, ``beta1``, ``beta2``,
+  ``decay_rate``, ``eps``): they live in the optimizer state, so each member's state carries its
+  own values (``research.optim.init_population``);
+* the L2 strength ``loss.l2``: its gradient ``l2 * W`` on the kernels is exactly the optimizer's
+  weight decay on the weights (``ndim >= 2``), so a member's ``l2`` is added to its
+  ``weight_decay`` and the reported training loss gets ``l2 * 0.5 * sum W**2`` back (not for
+  ``nesterov_lookahead``, whose loss gradient is taken at the look-ahead point);
+* the dropout rate ``model.dropout``: flax's ``nn.Dropout`` keeps its rate as a Python number, so
+  the model's Dropout calls are intercepted (``flax.linen.intercept_methods``) and replaced by the
+  same inverted dropout with the member's rate as a traced value (same key, same draw).
+
+Every member takes the single run's step (``make_train_step``, i.e. ``apply_update``), ``jax.vmap``
+-ped, so member ``k`` equals ``train_and_evaluate(configs[k])`` up to float reassociation. Per
+member: the best validation epoch (its variables are kept), reduce-on-plateau, divergence (NaN/Inf
+or a batch loss above ``divergence_factor`` x its first loss stops that member only), and stopping
+by ``on_epoch_end`` (search pruning). The program stops when every member has stopped.
+
+An epoch is either one ``lax.scan`` over the steps (one dispatch per epoch: best for small dense
+models) or a Python loop over the jitted vmapped step (convolutions inside a scan's while loop run
+~9x slower on XLA:CPU): ``epoch_mode='auto'`` picks the loop for convolutional models.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import math
+import os
+import time
+from typing import Any, Callable, NamedTuple, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from research import optim
+from research.optim.hyperparams import find_hyperparams_state
+from research.train.evaluation import evaluate
+from research.train.experiment import Experiment, build_experiment, init_state
+from research.train.losses import l2_penalty
+from research.train.state import TrainState, epoch_permutation
+from research.train.steps import make_eval_step, make_train_step
+
+#: Optimizer fields that may differ between members (they are hyperparameters in the state).
+OPTIMIZER_FIELDS = ("learning_rate", "mu", "weight_decay", "beta1", "beta2", "decay_rate", "eps")
+#: Config fields read only when a member is initialized.
+INIT_PATHS = ("model.init", "model.output_scale")
+#: Every config field that may differ between the members of one call.
+VARYING_PATHS = tuple(f"optimizer.{f}" for f in OPTIMIZER_FIELDS) + (
+    "loss.l2", "model.dropout", "seed") + INIT_PATHS
+EPOCH_MODES = ("auto", "scan", "loop")
+#: Models whose steps run faster as a loop of dispatches than inside a scan (measured:
+#: scripts/bench/bench_train.py, members rows).
+_LOOP_MODELS = ("cnn", "cnn1d")
+
+
+def stack(trees: Sequence[Any]) -> Any:
+  """Same-structured pytrees stacked along a new leading (member) axis."""
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def unstack(tree: Any, index: int) -> Any:
+  """Member ``index`` of a stacked pytree."""
+  return jax.tree.map(lambda leaf: leaf[index], tree)
+
+
+def select(mask: Any, new: Any, old: Any) -> Any:
+  """Per member (leading axis): ``new`` where ``mask`` else ``old``."""
+  mask = jnp.asarray(mask)
+
+  def pick(a, b):
+    return jnp.where(mask.reshape((-1,) + (1,) * (jnp.ndim(a) - 1)), a, b)
+
+  return jax.tree.map(pick, new, old)
+
+
+class MembersResult(NamedTuple):
+  """The outcome of :func:`train_members` (arrays and lists have one entry per member)."""
+  configs: list
+  experiment: Experiment            # the shared model, data and rule
+  state: TrainState                 # final, stacked
+  history: list[list[dict]]         # per member, its per-epoch records (a single run's keys)
+  best_val_accuracy: np.ndarray     # (K,), -1 when a member never finished an epoch
+  best_epoch: np.ndarray            # (K,)
+  best_variables: dict              # stacked {'params', 'batch_stats'} of each best epoch
+  errors: list[str | None]          # divergence message, or None
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for key, value in tree.items():
+    path = f"{prefix}{key}"
+    if isinstance(value, dict):
+      out.update(_flatten(value, path + "."))
+    else:
+      out[path] = value
+  return out
+
+
+def check_compatible(configs: Sequence[ml_collections.ConfigDict]) -> None:
+  """Raises ValueError naming the first field (outside :data:`VARYING_PATHS`) that differs."""
+  if not configs:
+    raise ValueError("train at least one member (no config given).")
+  first = _flatten(configs[0].to_dict())
+  for index, config in enumerate(configs[1:], 1):
+    other = _flatten(config.to_dict())
+    for path in sorted(first.keys() | other.keys()):
+      if path in VARYING_PATHS or first.get(path) == other.get(path):
+        continue
+      raise ValueError(
+          f"member {index} differs from member 0 in {path!r} ({other.get(path)!r} vs "
+          f"{first.get(path)!r}); members may differ only in {', '.join(VARYING_PATHS)}.")
+  l2s = {float(c.loss.l2) for c in configs}
+  if len(l2s) > 1 and configs[0].optimizer.name == "nesterov_lookahead":
+    raise ValueError("loss.l2 differs between members, which are trained with it as weight "
+                     "decay; with optimizer 'nesterov_lookahead' the two differ (the loss "
+                     "gradient is taken at the look-ahead point). Vary optimizer.weight_decay "
+                     "instead, or train the members one by one.")
+  if configs[0].averaging.get("export", "raw") != "raw":
+    raise ValueError(f"config.averaging.export={configs[0].averaging.export!r}: members are "
+                     "ranked by their raw parameters; use export='raw' (the averages are still "
+                     "kept in each member's state).")
+
+
+def dropout_interceptor(rate: jax.Array) -> Callable:
+  """A ``flax.linen.intercept_methods`` interceptor: every ``nn.Dropout`` call uses ``rate``.
+
+  Same computation as ``nn.Dropout.__call__`` (same ``make_rng`` key, ``bernoulli(key, 1 -
+  rate)`` mask, inputs scaled by ``1 / (1 - rate)``), with ``rate`` a traced value; ``rate = 0``
+  keeps every unit (the mask is all ones), as a model without dropout.
+  """
+
+  def interceptor(next_fun, args, kwargs, context):
+    module = context.module
+    if not isinstance(module, nn.Dropout) or context.method_name != "__call__":
+      return next_fun(*args, **kwargs)
+    inputs = args[0]
+    deterministic = kwargs.get("deterministic", args[1] if len(args) > 1 else None)
+    deterministic = module.deterministic if deterministic is None else deterministic
+    if deterministic:
+      return inputs
+    keep = 1.0 - rate
+    rng = kwargs.get("rng") or module.make_rng(module.rng_collection)
+    shape = list(inputs.shape)
+    for dim in module.broadcast_dims:
+      shape[dim] = 1
+    mask = jnp.broadcast_to(jax.random.bernoulli(rng, p=keep, shape=shape), inputs.shape)
+    return jax.lax.select(mask, inputs / keep.astype(inputs.dtype), jnp.zeros_like(inputs))
+
+  return interceptor
+
+
+class Plan(NamedTuple):
+  """How the members are built from their configs."""
+  step_config: ml_collections.ConfigDict  # the config the shared step is built from
+  hyperparams: dict[str, np.ndarray]      # optimizer state values per member
+  l2: np.ndarray                          # per member, trained as weight decay (or zeros)
+  dropout: np.ndarray | None              # per member when it differs, else None
+  seeds: list[int]
+
+
+def plan(configs: Sequence[ml_collections.ConfigDict]) -> Plan:
+  """The shared step config and the per-member values (see the module docstring)."""
+  check_compatible(configs)
+  step_config = ml_collections.ConfigDict(configs[0].to_dict())
+  l2 = np.array([float(c.loss.l2) for c in configs])
+  if len(set(l2.tolist())) > 1:
+    step_config.loss.l2 = 0.0
+  else:
+    l2 = np.zeros_like(l2)
+  names = [f for f in OPTIMIZER_FIELDS if f in configs[0].optimizer]
+  hyperparams = {f: np.array([float(c.optimizer[f]) for c in configs]) for f in names}
+  hyperparams["weight_decay"] = hyperparams.get("weight_decay", np.zeros(len(configs))) + l2
+  if np.any(hyperparams["weight_decay"]):
+    # The rule chains its weight decay only when it is non-zero: build the shared rule with
+    # one, then every member's own value (zero included) is written into its state.
+    step_config.optimizer.weight_decay = float(np.max(hyperparams["weight_decay"]))
+  rates = np.array([float(c.model.dropout) for c in configs])
+  dropout = None
+  if len(set(rates.tolist())) > 1:
+    dropout = rates
+    step_config.model.dropout = 0.5  # any rate > 0 creates the Dropout layers; intercepted
+  return Plan(step_config, hyperparams, l2, dropout, [int(c.seed) for c in configs])
+
+
+def init_members(experiment: Experiment, configs: Sequence[ml_collections.ConfigDict],
+                 the_plan: Plan) -> TrainState:
+  """The stacked initial state: member k from ``configs[k]`` (seed, init), with its own
+  optimizer hyperparameters written into the optimizer state."""
+  state = stack([init_state(experiment, config=c) for c in configs])
+  # Only the values the rule keeps in its state and no schedule overwrites (Adam has no mu).
+  held = find_hyperparams_state(unstack(state.opt_state, 0))
+  settable = set(held.hyperparams) - set(held.hyperparams_states)
+  return state.replace(opt_state=optim.init_population(experiment.tx, state.params, {
+      name: jnp.asarray(values) for name, values in the_plan.hyperparams.items()
+      if name in settable}))
+
+
+def make_member_step(train_step: Callable, l2_varies: bool, dropout_varies: bool) -> Callable:
+  """``step(states, l2, rates, x, y) -> (states, (losses, accuracies))``, vmapped over members:
+  ``x`` is ``(K, B, ...)``, one batch per member."""
+
+  def member_step(state, l2, rate, x, y):
+    context = (nn.intercept_methods(dropout_interceptor(rate)) if dropout_varies
+               else contextlib.nullcontext())
+    with context:
+      new_state, metrics = train_step(state, x, y)
+    loss = metrics["loss"]
+    if l2_varies:  # the single run's loss: data + l2 * 0.5 * sum W**2 at the same parameters
+      loss = loss + l2.astype(loss.dtype) * l2_penalty(state.params).astype(loss.dtype)
+    return new_state, (loss, metrics["accuracy"])
+
+  return jax.vmap(member_step)
+
+
+def make_members_epoch(member_step: Callable, mode: str) -> Callable:
+  """``epoch(states, l2, rates, x, y, perms) -> (states, losses (K, steps), accuracy (K,))``.
+
+  ``perms`` ``(K, steps, B)``: member k's example indices of each step. ``mode='scan'``: one
+  jitted ``lax.scan`` over the steps; ``'loop'``: a Python loop over the jitted vmapped step.
+  """
+  if mode == "scan":
+    def scanned(states, l2, rates, x, y, perms):
+      def body(states, idx):
+        return member_step(states, l2, rates, x[idx], y[idx])
+      states, (losses, accuracies) = jax.lax.scan(body, states, jnp.swapaxes(perms, 0, 1))
+      return states, losses.T, jnp.mean(accuracies, axis=0)
+    return jax.jit(scanned, donate_argnums=0)
+
+  @functools.partial(jax.jit, donate_argnums=0)
+  def one_step(states, l2, rates, x, y, idx):
+    return member_step(states, l2, rates, x[idx], y[idx])
+
+  def looped(states, l2, rates, x, y, perms):
+    losses, accuracies = [], []
+    for i in range(perms.shape[1]):
+      states, (loss, accuracy) = one_step(states, l2, rates, x, y, perms[:, i])
+      losses.append(loss)
+      accuracies.append(accuracy)
+    return states, jnp.stack(losses, axis=1), jnp.mean(jnp.stack(accuracies), axis=0)
+  return looped
+
+
+def choose_epoch_mode(config: Any, mode: str = "auto") -> str:
+  """``'loop'`` for convolutional models, ``'scan'`` otherwise (or ``mode`` when not auto)."""
+  if mode not in EPOCH_MODES:
+    raise ValueError(f"epoch_mode={mode!r} is unknown; known: {', '.join(EPOCH_MODES)}.")
+  if mode != "auto":
+    return mode
+  return "loop" if config.model.name in _LOOP_MODELS else "scan"
+
+
+def member_permutations(seeds: Sequence[int], epoch: int, n: int, steps: int,
+                        batch_size: int) -> np.ndarray:
+  """``(K, steps, batch_size)``: each member's batches of ``epoch``, as its single run's."""
+  return np.stack([epoch_permutation(s, epoch, n)[:steps * batch_size]
+                   .reshape(steps, batch_size) for s in seeds])
+
+
+def _divergence(losses: np.ndarray, reference: float, factor: float, epoch: int, steps: int,
+                learning_rate: float) -> str | None:
+  bad = ~np.isfinite(losses) | (losses > factor * reference)
+  if not bad.any():
+    return None
+  first = int(np.argmax(bad))
+  return (f"training diverged in epoch {epoch + 1} at step {epoch * steps + first + 1}: loss "
+          f"{losses[first]:.4g} (first loss {reference:.4g}, factor {factor:g}); learning rate "
+          f"{learning_rate:.3g}")
+
+
+def _write_metrics(workdir: str, row: dict) -> None:
+  with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+    f.write(json.dumps(row) + "\n")
+
+
+def train_members(configs: Sequence[ml_collections.ConfigDict],
+                  workdirs: Sequence[str] | None = None, *,
+                  on_epoch_end: Callable[[int, list], Sequence[bool]] | None = None,
+                  on_snapshot: Callable[[int, dict, dict], None] | None = None,
+                  dataset=None, epoch_mode: str = "auto",
+                  log: Callable[[str], None] | None = None) -> MembersResult:
+  """Trains ``len(configs)`` members at once in one vmapped, jitted program.
+
+  Args:
+    configs: the members' experiment configs; they may differ only in :data:`VARYING_PATHS`.
+    workdirs: optional, one per member: ``metrics.jsonl`` gets one row per epoch (a single
+      run's epoch rows) and, when ``config.checkpoint.enabled``, the member's best-epoch state is
+      saved as a ``research.train`` checkpoint (``restore_best`` reads it).
+    on_epoch_end: ``f(epoch, records) -> stop flags``: ``epoch`` 0-based; ``records[k]`` member
+      k's record (keys as ``train_and_evaluate``'s history), None for a member already stopped; a
+      True flag stops member k (e.g. pruning).
+    on_snapshot: ``f(epoch, stacked_variables, info)`` after every epoch (1-based ``epoch``;
+      ``info`` has ``val_accuracy`` per member), e.g. to save checkpoint-ensemble snapshots.
+    dataset: a loaded ``research.data.Dataset`` (default: ``load_dataset(config.data)``).
+    epoch_mode: ``'auto'``, ``'scan'`` or ``'loop'`` (see :func:`make_members_epoch`).
+    log: optional ``print``-like callable, one line per epoch.
+
+  Raises:
+    ValueError: configs that differ elsewhere, or a bad config value.
+  """
+  from research.train.config_checks import validate_config
+  k = len(configs)
+  the_plan = plan(configs)
+  base = the_plan.step_config
+  if workdirs is not None and len(workdirs) != k:
+    raise ValueError(f"{len(workdirs)} workdirs for {k} configs.")
+  for config in configs:
+    validate_config(config)
+  experiment = build_experiment(base, dataset)
+  dataset, steps, batch_size = experiment.dataset, experiment.steps_per_epoch, experiment.batch_size
+  state = init_members(experiment, configs, the_plan)
+  float_dtype = jnp.result_type(float)  # what a Python-float dropout rate becomes in flax
+  rates = jnp.asarray(the_plan.dropout if the_plan.dropout is not None else np.zeros(k),
+                      float_dtype)
+  l2 = jnp.asarray(the_plan.l2, float_dtype)
+  member_step = make_member_step(make_train_step(experiment.model, experiment.tx, base),
+                                 bool(np.any(the_plan.l2)), the_plan.dropout is not None)
+  epoch_fn = make_members_epoch(member_step, choose_epoch_mode(base, epoch_mode))
+  eval_step = jax.jit(jax.vmap(make_eval_step(experiment.model), in_axes=(0, 0, None, None)))
+  plateau = experiment.plateau
+  plateau_states = [plateau.init() for _ in range(k)] if plateau else None
+  x_train, y_train = jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train)
+  n = len(dataset.x_train)
+  factor = float(base.train.divergence_factor)
+  reference = np.full(k, np.nan)
+  active = np.ones(k, bool)
+  errors: list[str | None] = [None] * k
+  history: list[list[dict]] = [[] for _ in range(k)]
+  best_acc, best_epoch = np.full(k, -1.0), np.zeros(k, np.int64)
+  best_variables = jax.tree.map(jnp.copy, {"params": state.params,
+                                           "batch_stats": state.batch_stats})
+  keep_best_state = workdirs is not None and bool(base.checkpoint.enabled)
+  best_state = jax.tree.map(jnp.copy, state) if keep_best_state else None
+  for epoch in range(int(base.train.num_epochs)):
+    start = time.perf_counter()
+    perms = member_permutations(the_plan.seeds, epoch, n, steps, batch_size)
+    state, losses, accuracies = epoch_fn(state, l2, rates, x_train, y_train, jnp.asarray(perms))
+    losses = np.asarray(jax.device_get(losses), np.float64)
+    accuracies = np.asarray(jax.device_get(accuracies), np.float64)
+    learning_rates = np.asarray(jax.vmap(optim.get_learning_rate)(state.opt_state), np.float64)
+    if epoch == 0:
+      reference = losses[:, 0].copy()
+    val = evaluate(eval_step, state.params, state.batch_stats, dataset.x_val, dataset.y_val,
+                   int(base.train.eval_batch_size))
+    records: list[dict | None] = [None] * k
+    for m in np.flatnonzero(active):
+      errors[m] = _divergence(losses[m], reference[m], factor, epoch, steps, learning_rates[m])
+      if errors[m]:
+        active[m] = False
+        continue
+      records[m] = {"epoch": epoch + 1, "train_loss": float(losses[m].mean()),
+                    "train_accuracy": float(accuracies[m]),
+                    "learning_rate": float(learning_rates[m]),
+                    "val_loss": float(val["loss"][m]), "val_accuracy": float(val["accuracy"][m])}
+    # Ties go to the later epoch, as a single run's best checkpoint (orbax BestN) does.
+    improved = np.array([r is not None and r["val_accuracy"] >= best_acc[m]
+                         for m, r in enumerate(records)])
+    best_acc = np.where(improved, val["accuracy"], best_acc)
+    best_epoch = np.where(improved, epoch + 1, best_epoch)
+    if improved.any():
+      best_variables = select(improved, {"params": state.params,
+                                         "batch_stats": state.batch_stats}, best_variables)
+      if keep_best_state:
+        best_state = select(improved, state, best_state)
+    if plateau:
+      for m in np.flatnonzero(active):
+        plateau_states[m] = plateau.update(plateau_states[m], float(val["accuracy"][m]))
+      scales = jnp.asarray([ps.scale for ps in plateau_states], jnp.float32)
+      state = state.replace(opt_state=jax.vmap(optim.scale_learning_rate)(state.opt_state, scales))
+    elapsed = time.perf_counter() - start
+    for m, record in enumerate(records):
+      if record is None:
+        continue
+      record["time"] = elapsed
+      history[m].append(record)
+      if workdirs is not None:
+        _write_metrics(workdirs[m], record)
+    if on_snapshot is not None:
+      on_snapshot(epoch + 1, {"params": state.params, "batch_stats": state.batch_stats},
+                  {"epoch": epoch + 1, "seeds": the_plan.seeds,
+                   "val_accuracy": [float(a) for a in val["accuracy"]]})
+    if log:
+      log(f"epoch {epoch + 1}: val acc " + " ".join(
+          "-" if r is None else f"{r['val_accuracy']:.4f}" for r in records)
+          + f" ({elapsed:.1f}s)")
+    if on_epoch_end is not None:
+      for m, stop in enumerate(on_epoch_end(epoch, records)):
+        if stop and records[m] is not None:
+          active[m] = False
+    if not active.any():
+      break
+  if keep_best_state:
+    _save_best(workdirs, best_state, best_acc, best_epoch)
+  return MembersResult(list(configs), experiment, state, history, best_acc, best_epoch,
+                       best_variables, errors)
+
+
+def _save_best(workdirs, best_state, best_acc, best_epoch) -> None:
+  """Each member's best-epoch state as a ``research.train`` checkpoint in its workdir."""
+  from research.train import checkpoints
+  for m, workdir in enumerate(workdirs):
+    if best_epoch[m] < 1 or not math.isfinite(best_acc[m]):
+      continue
+    ckpts = checkpoints.Checkpoints(workdir, 1, 1)
+    try:
+      ckpts.save(int(best_epoch[m]), unstack(best_state, m),
+                 {"epoch": int(best_epoch[m]), "val_accuracy": float(best_acc[m]),
+                  "members": True}, float(best_acc[m]))
+    finally:
+      ckpts.close()
