@@ -79,6 +79,15 @@ def distillation_objective(temperature: float, alpha: float) -> Callable[..., ja
   return objective
 
 
+def make_distill_step(model: nn.Module, tx: optax.GradientTransformation, temperature: float,
+                      alpha: float, l2: float = 0.0) -> Callable:
+  """``step(state, x, y, teacher_probs) -> (state, metrics)``: the training engine's step
+  (``research.train.make_update_step``) with the distillation loss as the data loss."""
+  from research import train
+  loss_fn = train.make_loss_fn(model, l2, objective=distillation_objective(temperature, alpha))
+  return train.make_update_step(loss_fn, tx)
+
+
 def train_student(model: nn.Module, tx: optax.GradientTransformation, variables: dict,
                   x_train: np.ndarray, y_train: np.ndarray, teacher_probs: np.ndarray,
                   x_val: np.ndarray, y_val: np.ndarray, *, temperature: float, alpha: float,
@@ -103,8 +112,7 @@ def train_student(model: nn.Module, tx: optax.GradientTransformation, variables:
     raise ValueError(f"num_epochs={num_epochs!r} must be >= 1.")
   if batch_size < 1 or batch_size > len(x_train):
     raise ValueError(f"batch_size={batch_size!r} must be in [1, {len(x_train)}].")
-  loss_fn = train.make_loss_fn(model, l2, objective=distillation_objective(temperature, alpha))
-  step = jax.jit(train.make_update_step(loss_fn, tx), donate_argnums=0)
+  step = jax.jit(make_distill_step(model, tx, temperature, alpha, l2), donate_argnums=0)
   eval_step = jax.jit(train.make_eval_step(model))
   # Copies: the jitted step donates its state, and the caller keeps its variables.
   params = jax.tree.map(jnp.copy, variables["params"])
