@@ -56,11 +56,13 @@ def member_metrics(logits: np.ndarray, labels: np.ndarray) -> list[dict[str, flo
 
 
 def cumulative_metrics(logits: np.ndarray, labels: np.ndarray) -> list[dict[str, float]]:
-  """Ensemble accuracy and NLL of the first k members, for k = 1..K (members in given order)."""
+  """Ensemble accuracy and NLL of the first k members, for k = 1..K (members in given order),
+  with ``n`` the number of examples they were measured on."""
   probs = softmax(np.asarray(logits))
   running = np.cumsum(probs, axis=0)
   out = []
   for k in range(1, len(probs) + 1):
     p = running[k - 1] / k
-    out.append({"k": k, "accuracy": accuracy(p, labels), "nll": nll(p, labels)})
+    out.append({"k": k, "accuracy": accuracy(p, labels), "nll": nll(p, labels),
+                "n": int(len(labels))})
   return out

@@ -170,17 +170,3 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
   z = z - z.max(axis=-1, keepdims=True)
   e = np.exp(z)
   return e / e.sum(axis=-1, keepdims=True)
-
-
-def time_evaluation(members: Sequence[Member], x: np.ndarray, batch_size: int = 512,
-                    mode: str = "vmap", repeats: int = 5) -> float:
-  """Median wall-clock seconds of the forward passes of :func:`member_logits` (parameters stacked
-  beforehand, one warm-up call for compilation excluded)."""
-  prepared = prepare(members, mode)
-  run_prepared(prepared, x, batch_size)
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    run_prepared(prepared, x, batch_size)
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
