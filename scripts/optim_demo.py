@@ -1,14 +1,15 @@
 r"""Every update rule on the elongated bowl ``z = x**2 / 20 + y**2``, from (-7, 2).
 
     python3 scripts/optim_demo.py --workdir=/tmp/optim_demo
-    python3 scripts/optim_demo.py --steps=200 --rules=sgd,momentum,adam \
+    python3 scripts/optim_demo.py --steps=200 --rules=sgd,momentum,adam --with_config \
         --config.optimizer.name=nesterov --config.optimizer.learning_rate=0.05
 
 Prints the loss of each rule every few steps and writes ``<workdir>/optim_demo.png`` (trajectories
 over the bowl's contours, and loss against step on a log scale). Each rule runs with a
-learning rate suited to the bowl (below); the rule of ``--config`` (built by
-``research.optim.get_optimizer`` with 10 steps per "epoch", so its schedules step every 10 updates)
-runs as an extra line named ``config:<name>``.
+learning rate suited to the bowl (``DEMO_RULES``, shown in the legend and the table). With
+``--with_config``, the rule of ``--config`` (built by ``research.optim.get_optimizer`` with 10
+steps per "epoch", so its schedules step every 10 updates) runs as an extra line named
+``config:<name>``.
 
 ``nesterov`` stores (and so plots) the look-ahead point ``x + mu * v``; ``nesterov_lookahead``
 stores ``x``: the two lines differ by that offset, not by the algorithm (tests/test_optim_rules.py
@@ -35,19 +36,28 @@ _WORKDIR = flags.DEFINE_string("workdir", "/tmp/optim_demo", "Where the figure i
 _STEPS = flags.DEFINE_integer("steps", 100, "Updates per rule.")
 _RULES = flags.DEFINE_list("rules", ["sgd", "momentum", "nesterov", "nesterov_lookahead",
                                      "adagrad", "rmsprop", "adam"], "Rules to run.")
+_WITH_CONFIG = flags.DEFINE_bool(
+    "with_config", False, "Also run the rule of --config (config.optimizer) as 'config:<name>'.")
 
 START = (-7.0, 2.0)
 
-#: Learning rates that suit the bowl (its curvatures are 0.1 and 2: SGD diverges above lr = 1).
+#: ``name: (rule, learning rate, other hyperparameters)``; the learning rates suit the bowl (its
+#: curvatures are 0.1 and 2: SGD diverges above lr = 1).
 DEMO_RULES = {
-    "sgd": lambda: optim.sgd(0.5),
-    "momentum": lambda: optim.momentum(0.05, mu=0.9),
-    "nesterov": lambda: optim.nesterov(0.05, mu=0.9),
-    "nesterov_lookahead": lambda: optim.nesterov_lookahead(0.05, mu=0.9),
-    "adagrad": lambda: optim.adagrad(1.0),
-    "rmsprop": lambda: optim.rmsprop(0.05),
-    "adam": lambda: optim.adam(0.1),
+    "sgd": (optim.sgd, 0.5, {}),
+    "momentum": (optim.momentum, 0.05, {"mu": 0.9}),
+    "nesterov": (optim.nesterov, 0.05, {"mu": 0.9}),
+    "nesterov_lookahead": (optim.nesterov_lookahead, 0.05, {"mu": 0.9}),
+    "adagrad": (optim.adagrad, 1.0, {}),
+    "rmsprop": (optim.rmsprop, 0.05, {}),
+    "adam": (optim.adam, 0.1, {}),
 }
+
+
+def demo_label(name: str, learning_rate: float, hyperparameters: dict) -> str:
+  """``"momentum (lr 0.05, mu 0.9)"``: what the legend and the table call a rule."""
+  settings = [f"lr {learning_rate:g}"] + [f"{k} {v:g}" for k, v in hyperparameters.items()]
+  return f"{name} ({', '.join(settings)})"
 
 
 def bowl(xy: jax.Array) -> jax.Array:
@@ -98,16 +108,23 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   for name in _RULES.value:
     validation.check_choice("rule", name, DEMO_RULES)
-  transforms = {name: DEMO_RULES[name]() for name in _RULES.value}
-  opt_cfg = _CONFIG.value.optimizer
-  transforms[f"config:{opt_cfg.name}"] = optim.get_optimizer(opt_cfg, steps_per_epoch=10)
+  transforms = {}
+  for name in _RULES.value:
+    rule, learning_rate, hyperparameters = DEMO_RULES[name]
+    transforms[demo_label(name, learning_rate, hyperparameters)] = rule(learning_rate,
+                                                                        **hyperparameters)
+  if _WITH_CONFIG.value:
+    opt_cfg = _CONFIG.value.optimizer
+    label = f"config:{opt_cfg.name} (lr {float(opt_cfg.learning_rate):g})"
+    transforms[label] = optim.get_optimizer(opt_cfg, steps_per_epoch=10)
 
   paths, losses = {}, {}
   report_at = sorted({0, 10, 25, 50, _STEPS.value} & set(range(_STEPS.value + 1)))
-  print(f"{'rule':<24}" + "".join(f"{f'step {s}':>12}" for s in report_at))
+  width = max(24, max(len(name) for name in transforms) + 2)
+  print(f"{'rule':<{width}}" + "".join(f"{f'step {s}':>12}" for s in report_at))
   for name, tx in transforms.items():
     paths[name], losses[name] = run(tx, _STEPS.value)
-    print(f"{name:<24}" + "".join(f"{losses[name][s]:>12.3e}" for s in report_at))
+    print(f"{name:<{width}}" + "".join(f"{losses[name][s]:>12.3e}" for s in report_at))
 
   os.makedirs(_WORKDIR.value, exist_ok=True)
   figure_path = os.path.join(_WORKDIR.value, "optim_demo.png")

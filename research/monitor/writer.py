@@ -24,8 +24,15 @@ be redrawn from the workdir alone (``python scripts/make_figures.py --workdir=<d
 ``<workdir>/first_layer.npz``
     ``kernel`` and ``image_shape`` (empty when not an image), written by :func:`save_first_layer`
     (call it at the end of training with ``params['Dense_0']['kernel']`` or the first conv kernel).
-TensorBoard events (tensorboardX) in ``<workdir>/tensorboard``; the TensorBoard step is the epoch
-in milli-epochs (``round(1000 * epoch)``), since TensorBoard steps must be integers.
+``<workdir>/tensorboard/events.out.tfevents.*``
+    TensorBoard events (encoded by :mod:`research.monitor.events`, no tensorboardX import). The
+    x axis is the global step, ``round(epoch * steps_per_epoch)`` (pass ``steps_per_epoch`` to
+    :class:`MetricsWriter`; without it the step is the epoch in milli-epochs). Tags: every
+    metrics.jsonl key (``train_loss``, ``val_accuracy``, ``update_ratio/Dense_0/kernel``, ...),
+    ``epoch`` (with each per-epoch record), ``batch_loss`` every ``tensorboard_loss_every`` steps,
+    histograms ``activations/act_0`` and ``gradients/Dense_0/kernel``, the config as text
+    (``config/text_summary``, :meth:`MetricsWriter.write_config`), and the hparams plugin's
+    session with the final metrics as ``hparams/<name>`` (:meth:`MetricsWriter.write_hparams`).
 """
 from __future__ import annotations
 
@@ -40,11 +47,15 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from research.monitor import events as events_lib
+
 METRICS_FILE = "metrics.jsonl"
 HISTOGRAMS_FILE = "histograms.jsonl"
 FIRST_LAYER_FILE = "first_layer.npz"
 TENSORBOARD_DIR = "tensorboard"
-STEPS_PER_EPOCH_IN_TENSORBOARD = 1000
+STEPS_PER_EPOCH_IN_TENSORBOARD = 1000  # without steps_per_epoch: the step is in milli-epochs
+TENSORBOARD_LOSS_EVERY = 10
+HPARAMS_PREFIX = "hparams/"
 FLUSH_SECONDS = 1.0
 
 
@@ -70,11 +81,15 @@ def _to_float(name: str, value: Any) -> float:
   return float(array.reshape(()))
 
 
+def _is_mapping(value: Any) -> bool:
+  return isinstance(value, dict) or isinstance(value, Mapping)  # dict first: ABC checks are slow
+
+
 def _flatten(scalars: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
   out = {}
   for key, value in scalars.items():
     name = f"{prefix}{key}"
-    if isinstance(value, Mapping):
+    if _is_mapping(value):
       out.update(_flatten(value, name + "/"))
     else:
       out[name] = _to_float(name, value)
@@ -82,55 +97,67 @@ def _flatten(scalars: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
 
 
 class MetricsWriter:
-  """Writes scalars and histograms to TensorBoard (tensorboardX) and to JSON lines in ``workdir``.
+  """Writes scalars and histograms to TensorBoard and to JSON lines in ``workdir``.
 
   Usage::
 
-    writer = MetricsWriter(workdir)
+    writer = MetricsWriter(workdir, steps_per_epoch=steps_per_epoch)
+    writer.write_config(config)                              # once, at the start
+    writer.write_sample(step / steps_per_epoch, ratios, stats)   # every N steps
     writer.write_batch_losses(epoch_index, losses)          # after each epoch
     writer.write_scalars(epoch_index + 1, {'train_loss': ..., 'val_accuracy': ...})
-    writer.write_sample(fractional_epoch, ratios, stats)    # every N steps
+    writer.write_hparams(flatten_config(config), {'best_val_accuracy': ...})   # at the end
     writer.close()
 
   Values may be jax arrays straight out of the jitted step: with ``asynchronous=True`` (default)
   every write is queued to ONE background thread that fetches them (``np.asarray``, which waits
   for the device) and writes the files, so the training loop neither blocks on the device nor
-  pays for serialization (tensorboardX's CRC is pure Python) while the next steps run. Writes keep
-  their order. ``flush()``/``close()`` wait for the queue; an error in the background is raised
-  by the next call. ``asynchronous=False`` writes in the caller's thread.
+  pays for serialization while the next steps run. Writes keep their order. ``flush()``/
+  ``close()`` wait for the queue; an error in the background is raised by the next call.
+  ``asynchronous=False`` writes in the caller's thread.
 
   Appends (never truncates), so a resumed run continues the same files.
   """
 
   def __init__(self, workdir: str, tensorboard: bool = True, asynchronous: bool = True,
-               tensorboard_batch_losses: bool = False):
-    """``tensorboard_batch_losses``: also send per-batch losses to TensorBoard (one event per
-    batch, which costs more than the rest of the monitoring together on a small model); they are
-    always in metrics.jsonl and the loss figures."""
+               tensorboard_batch_losses: bool = False, steps_per_epoch: int | None = None,
+               tensorboard_loss_every: int = TENSORBOARD_LOSS_EVERY):
+    """Args:
+      workdir: the run directory (created if missing).
+      tensorboard: also write TensorBoard events under ``<workdir>/tensorboard``.
+      asynchronous: write from one background thread (see the class docstring).
+      tensorboard_batch_losses: send EVERY batch loss to TensorBoard (same as
+        ``tensorboard_loss_every=1``); they are always all in metrics.jsonl and the loss figures.
+      steps_per_epoch: updates per epoch, so the TensorBoard x axis is the global step
+        (``round(epoch * steps_per_epoch)``); None: milli-epochs (``round(1000 * epoch)``).
+      tensorboard_loss_every: send the batch loss of every N-th step to TensorBoard (0: none).
+    """
+    if steps_per_epoch is not None and int(steps_per_epoch) < 1:
+      raise ValueError(f"steps_per_epoch must be a positive integer or None, got "
+                       f"steps_per_epoch={steps_per_epoch!r}")
+    if int(tensorboard_loss_every) < 0:
+      raise ValueError(f"tensorboard_loss_every must be >= 0 (0: off), got "
+                       f"tensorboard_loss_every={tensorboard_loss_every!r}")
     self.workdir = os.fspath(workdir)
     os.makedirs(self.workdir, exist_ok=True)
+    self.steps_per_epoch = (STEPS_PER_EPOCH_IN_TENSORBOARD if steps_per_epoch is None
+                            else int(steps_per_epoch))
+    self._loss_every = 1 if tensorboard_batch_losses else int(tensorboard_loss_every)
     self._metrics = open(os.path.join(self.workdir, METRICS_FILE), "a", encoding="utf-8")
     self._histograms = open(os.path.join(self.workdir, HISTOGRAMS_FILE), "a", encoding="utf-8")
     self._last_flush = time.monotonic()
+    self._last_step = 0
     self._error: BaseException | None = None
     self._closed = False
     self._executor = (concurrent.futures.ThreadPoolExecutor(
         max_workers=1, thread_name_prefix="MetricsWriter") if asynchronous else None)
-    self._tb_batch_losses = tensorboard_batch_losses
-    self._tb = None
-    if tensorboard:
-      # tensorboardX's synchronous EventsWriter (same event files as SummaryWriter): we already
-      # write from our own thread, and SummaryWriter's multiprocessing queue pickles every event.
-      from tensorboardX.event_file_writer import EventsWriter  # pylint: disable=g-import-not-at-top
-      tb_dir = os.path.join(self.workdir, TENSORBOARD_DIR)
-      os.makedirs(tb_dir, exist_ok=True)
-      self._tb = EventsWriter(os.path.join(tb_dir, "events"))
+    self._tb = (events_lib.EventFileWriter(os.path.join(self.workdir, TENSORBOARD_DIR))
+                if tensorboard else None)
 
   # -- plumbing ---------------------------------------------------------------------------------
 
-  @staticmethod
-  def _step(epoch: float) -> int:
-    return int(round(STEPS_PER_EPOCH_IN_TENSORBOARD * float(epoch)))
+  def _step(self, epoch: float) -> int:
+    return int(round(self.steps_per_epoch * float(epoch)))
 
   def _raise_pending(self) -> None:
     if self._error is not None:
@@ -168,45 +195,36 @@ class MetricsWriter:
         self._tb.flush()
       self._last_flush = now
 
-  def _tb_write(self, values: list, epoch: float) -> None:
+  def _tb_write_step(self, values: list[bytes], step: int) -> None:
     """One TensorBoard event holding all ``values`` (one event per call rather than one per tag:
-    each event costs a pure-Python CRC)."""
+    each event costs a CRC and a record)."""
     if self._tb is not None and values:
-      from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
-      from tensorboardX.proto import summary_pb2  # pylint: disable=g-import-not-at-top
-      self._tb.write_event(event_pb2.Event(
-          wall_time=time.time(), step=self._step(epoch), summary=summary_pb2.Summary(value=values)))
+      self._tb.write(events_lib.event(step, values))
+      self._last_step = max(self._last_step, step)
 
-  # The records below build tensorboardX's protos directly (what ``summary.scalar`` and
-  # ``summary.histogram_raw`` return) from values already on the host: the writer thread shares
-  # the GIL with the training loop, so every microsecond of Python here delays the next steps'
-  # dispatch (a monitored sample has ~20 scalars and ~8 histograms).
+  def _tb_write(self, values: list[bytes], epoch: float) -> None:
+    self._tb_write_step(values, self._step(epoch))
 
-  def _scalar_record(self, epoch: float, scalars: Mapping[str, Any]) -> list:
+  # The records below are encoded directly from values already on the host: the writer thread
+  # shares the GIL with the training loop, so every microsecond of Python here delays the next
+  # steps' dispatch (a monitored sample has ~20 scalars and ~8 histograms).
+
+  def _scalar_record(self, epoch: float, scalars: Mapping[str, Any]) -> list[bytes]:
     flat = _flatten(scalars)
     self._metrics.write(json.dumps({"epoch": float(epoch), **flat}) + "\n")
     if self._tb is None:
       return []
-    from tensorboardX.proto import summary_pb2  # pylint: disable=g-import-not-at-top
-    return [summary_pb2.Summary.Value(tag=_tensorboard_tag(name), simple_value=value)
-            for name, value in flat.items()]
+    return [events_lib.scalar_value(_tensorboard_tag(name), value) for name, value in flat.items()]
 
-  def _histogram_record(self, epoch: float, tag: str, counts: Any, edges: Any) -> list:
+  def _histogram_record(self, epoch: float, tag: str, counts: Any, edges: Any) -> list[bytes]:
     counts = np.asarray(counts, dtype=np.float64).reshape(-1)
     edges = np.asarray(edges, dtype=np.float64).reshape(-1)
-    counts_list, edges_list = counts.tolist(), edges.tolist()
-    record = {"epoch": float(epoch), "tag": tag, "counts": counts_list, "edges": edges_list}
+    record = {"epoch": float(epoch), "tag": tag, "counts": counts.tolist(),
+              "edges": edges.tolist()}
     self._histograms.write(json.dumps(record) + "\n")
-    total = math.fsum(counts_list)
-    if self._tb is None or total <= 0:
+    if self._tb is None or not counts.sum() > 0:
       return []
-    from tensorboardX.proto import summary_pb2  # pylint: disable=g-import-not-at-top
-    centers = 0.5 * (edges[:-1] + edges[1:])
-    histogram = summary_pb2.HistogramProto(
-        min=edges_list[0], max=edges_list[-1], num=total, sum=float(counts @ centers),
-        sum_squares=float(counts @ (centers * centers)), bucket_limit=edges_list[1:],
-        bucket=counts_list)
-    return [summary_pb2.Summary.Value(tag=_tensorboard_tag(tag), histo=histogram)]
+    return [events_lib.histogram_value(_tensorboard_tag(tag), counts, edges)]
 
   @staticmethod
   def _check_scalars(scalars: Mapping[str, Any], prefix: str = "") -> None:
@@ -214,7 +232,7 @@ class MetricsWriter:
     for key, value in scalars.items():
       if not prefix and key == "epoch":
         raise ValueError("scalars must not contain the key 'epoch' (it is the `epoch` argument)")
-      if isinstance(value, Mapping):
+      if _is_mapping(value):
         MetricsWriter._check_scalars(value, f"{prefix}{key}/")
       elif _size(value) != 1:
         raise ValueError(f"scalar {prefix}{key!r} must have exactly one element, got shape "
@@ -230,16 +248,23 @@ class MetricsWriter:
   # -- public API -------------------------------------------------------------------------------
 
   def write_scalars(self, epoch: float, scalars: Mapping[str, Any]) -> None:
-    """Appends ``{"epoch": epoch, **scalars}`` to metrics.jsonl and logs each scalar to TensorBoard.
+    """Appends ``{"epoch": epoch, **scalars}`` to metrics.jsonl and logs each scalar to TensorBoard
+    at step ``round(epoch * steps_per_epoch)``, with the epoch itself as the scalar ``epoch``.
 
     Nested dicts are flattened with '/' (``{'update_ratio': {'Dense_0/kernel': r}}`` ->
     ``update_ratio/Dense_0/kernel``). Values may be Python/numpy/jax scalars.
     """
+    self._write_scalars(epoch, scalars, with_epoch=True)
+
+  def _write_scalars(self, epoch: float, scalars: Mapping[str, Any], with_epoch: bool) -> None:
     self._check_scalars(scalars)
     epoch = float(epoch)
 
     def write():
-      self._tb_write(self._scalar_record(epoch, scalars), epoch)
+      values = self._scalar_record(epoch, scalars)
+      if with_epoch and values:
+        values.append(events_lib.scalar_value("epoch", epoch))
+      self._tb_write(values, epoch)
       self._maybe_flush()
     self._submit(write)
 
@@ -248,7 +273,8 @@ class MetricsWriter:
 
     ``losses``: a sequence or array of the epoch's per-batch losses. Batch ``i`` of ``n`` gets
     epoch ``epoch_index + (i + 1) / n``, so the per-batch curve and the epoch means (written at
-    ``epoch_index + 1``) share the x-axis.
+    ``epoch_index + 1``) share the x-axis. TensorBoard gets the loss of every
+    ``tensorboard_loss_every``-th global step (batch ``i`` is step ``epoch_index * n + i + 1``).
     """
     epoch_index = int(epoch_index)
 
@@ -257,9 +283,9 @@ class MetricsWriter:
       n = len(values)
       for i, loss in enumerate(values):
         epoch = epoch_index + (i + 1) / n
-        values = self._scalar_record(epoch, {"batch_loss": loss})
-        if self._tb_batch_losses:
-          self._tb_write(values, epoch)
+        record = self._scalar_record(epoch, {"batch_loss": loss})
+        if self._loss_every and (epoch_index * n + i + 1) % self._loss_every == 0:
+          self._tb_write(record, epoch)
       self._maybe_flush()
     self._submit(write)
 
@@ -275,7 +301,8 @@ class MetricsWriter:
 
   def write_update_ratios(self, epoch: float, ratios: Mapping[str, Any]) -> None:
     """Writes the output of ``update_ratios`` as ``update_ratio/<leaf>`` scalars."""
-    self.write_scalars(epoch, {f"update_ratio/{name}": value for name, value in ratios.items()})
+    self._write_scalars(epoch, {f"update_ratio/{name}": value for name, value in ratios.items()},
+                        with_epoch=False)
 
   def write_layer_statistics(self, epoch: float, stats: Mapping[str, Mapping[str, Any]]) -> None:
     """Writes the output of ``layer_statistics``: histograms plus summary scalars.
@@ -322,6 +349,68 @@ class MetricsWriter:
     if stats is not None:
       self.write_layer_statistics(epoch, stats)
 
+  def write_text(self, tag: str, markdown: str) -> None:
+    """A TensorBoard text summary (tag ``<tag>/text_summary``, rendered as markdown in the Text
+    tab) at the latest step written. Not in the JSON files."""
+    tag, markdown = str(tag), str(markdown)
+
+    def write():
+      if self._tb is not None:
+        self._tb_write_step([events_lib.text_value(f"{_tensorboard_tag(tag)}/text_summary",
+                                                   markdown)], self._last_step)
+        self._maybe_flush()
+    self._submit(write)
+
+  def write_config(self, config: Any) -> None:
+    """The run's config as TensorBoard text (``config/text_summary``), shown verbatim.
+
+    ``config``: an ``ml_collections.ConfigDict`` (its JSON), a mapping (JSON) or a string.
+    """
+    if isinstance(config, str):
+      text = config
+    elif hasattr(config, "to_json_best_effort"):
+      text = config.to_json_best_effort(indent=2, sort_keys=True)
+    else:
+      text = json.dumps(config, indent=2, sort_keys=True, default=str)
+    # Indented by 4 spaces: a markdown code block, so TensorBoard keeps the lines and spacing.
+    self.write_text("config", "\n".join("    " + line for line in text.splitlines()))
+
+  def write_hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, Any],
+                    status: str = "success") -> None:
+    """Hyperparameters and final metrics for TensorBoard's HPARAMS tab, where runs compare.
+
+    ``hparams``: flat ``{name: value}`` (see :func:`flatten_config`); numbers, strings and bools
+    are kept, sequences become ``"256,256"``, None is left out. ``metrics``: ``{name: value}``,
+    written as scalars ``hparams/<name>`` at the latest step (their own tags, so they do not mix
+    with the per-epoch curves) and listed as the table's metric columns. ``status``: success |
+    failure | running | unknown (a diverged run: failure). Call once, at the end of the run.
+    """
+    flat_metrics = _flatten(metrics)
+    hparams = dict(hparams)
+    for name, value in hparams.items():
+      if isinstance(value, np.generic):
+        hparams[name] = value.item()
+      elif value is not None and not isinstance(value, (str, bool, int, float, list, tuple)):
+        hparams[name] = str(value)
+    if status not in events_lib.STATUS:
+      raise ValueError(f"status={status!r} is not known; known: {list(events_lib.STATUS)}")
+    start_time = time.time()
+
+    def write():
+      if self._tb is None:
+        return
+      tags = [_tensorboard_tag(HPARAMS_PREFIX + name) for name in flat_metrics]
+      session = events_lib.hparams_values(hparams, tags, start_time=start_time, status=status,
+                                          end_time=time.time())
+      scalars = [events_lib.scalar_value(tag, value)
+                 for tag, value in zip(tags, flat_metrics.values())]
+      step = self._last_step
+      for value in session:  # one event each, as the hparams plugin expects
+        self._tb_write_step([value], step)
+      self._tb_write_step(scalars, step)
+      self._maybe_flush()
+    self._submit(write)
+
   def flush(self) -> None:
     """Waits for queued writes, then flushes the JSON lines and TensorBoard events to disk."""
     self._wait()
@@ -352,9 +441,24 @@ class MetricsWriter:
     self.close()
 
 
+def flatten_config(config: Any, prefix: str = "") -> dict[str, Any]:
+  """``{'optimizer.learning_rate': 0.001, 'model.hidden_sizes': (256, 256), ...}`` from a nested
+  ``ConfigDict`` or mapping (the hyperparameters for :meth:`MetricsWriter.write_hparams`)."""
+  if hasattr(config, "to_dict"):
+    config = config.to_dict()
+  out: dict[str, Any] = {}
+  for key, value in config.items():
+    name = f"{prefix}{key}"
+    if hasattr(value, "to_dict") or isinstance(value, Mapping):
+      out.update(flatten_config(value, name + "."))
+    else:
+      out[name] = value
+  return out
+
+
 def jax_to_numpy(tree: Any) -> Any:
   """Host copies of every array leaf (waits for the device); dicts/lists keep their structure."""
-  if isinstance(tree, Mapping):
+  if _is_mapping(tree):
     return {k: jax_to_numpy(v) for k, v in tree.items()}
   if isinstance(tree, (list, tuple)):
     return np.asarray([np.asarray(v) for v in tree]) if tree and not isinstance(

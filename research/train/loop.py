@@ -70,6 +70,7 @@ class Run:
   # Host-side loop state (saved in each checkpoint's meta so a resumed run continues exactly).
   loop: dict = dataclasses.field(default_factory=dict)
   best_state: Any = None        # host copy of the best epoch's state when checkpoints are off
+  pending_figures: Any = None   # the background figure refresh (a Future), if one runs
 
   @property
   def export(self) -> str:
@@ -120,14 +121,14 @@ def start_run(config: Any, workdir: str, dataset: data_lib.Dataset | None = None
   ckpts = None
   if config.checkpoint.enabled:
     ckpts = checkpoints_lib.Checkpoints(workdir, config.checkpoint.keep_latest,
-                                        config.checkpoint.keep_best)
+                                        config.checkpoint.keep_best, log=log)
   loop = {"best_val_accuracy": -1.0, "best_epoch": 0, "reference_loss": None,
           "plateau": list(experiment.plateau.init()) if experiment.plateau else None,
           "history": []}
   start_epoch = 0
-  if ckpts and ckpts.latest_epoch() is not None:
-    start_epoch = ckpts.latest_epoch()
-    state, meta = ckpts.restore(start_epoch, state)
+  restored = ckpts.restore_latest_good(state) if ckpts else None
+  if restored is not None:
+    start_epoch, state, meta = restored
     loop.update(meta["loop"])
     log(f"resumed from {ckpts.directory}/{start_epoch} (epoch {start_epoch} of "
         f"{config.train.num_epochs} done)")
@@ -142,9 +143,16 @@ def start_run(config: Any, workdir: str, dataset: data_lib.Dataset | None = None
       monitored_step=jax.jit(make_train_step(model, tx, config, monitored=True),
                              donate_argnums=0),
       eval_step=jax.jit(make_eval_step(model)),
-      writer=monitor.MetricsWriter(workdir), checkpoints=ckpts,
+      writer=_writer(workdir, config, experiment), checkpoints=ckpts,
       progress=monitor.ProgressLine(int(config.train.num_epochs), start_epoch=start_epoch),
       log=log, start_epoch=start_epoch, started=started, loop=loop)
+
+
+def _writer(workdir: str, config: Any, experiment: Experiment) -> monitor.MetricsWriter:
+  """Records of the run: TensorBoard's x axis is the global step; the config goes in as text."""
+  writer = monitor.MetricsWriter(workdir, steps_per_epoch=experiment.steps_per_epoch)
+  writer.write_config(config)
+  return writer
 
 
 def train_epoch(run: Run, epoch: int) -> tuple[np.ndarray, float]:
@@ -249,17 +257,22 @@ def end_epoch(run: Run, epoch: int, record: dict, elapsed: float) -> None:
   figures_every = (int(config.monitor.figures_every_epochs)
                    if config.monitor.get("figures", True) else 0)
   if figures_every and (epoch + 1) % figures_every == 0 and epoch + 1 < config.train.num_epochs:
-    run.writer.flush()
-    _draw_figures(run)
+    # Refreshed in a child process, off the training thread; one refresh at a time.
+    if run.pending_figures is None or run.pending_figures.done():
+      run.writer.flush()
+      run.pending_figures = monitor.make_figures_async(run.workdir, warn=run.log)
 
 
 def _draw_figures(run: Run) -> list[str]:
   """Figures are for people: one that cannot be drawn is reported, never fatal."""
+  if run.pending_figures is not None:
+    run.pending_figures.result()   # the refresh writes the same files: let it finish first
+    run.pending_figures = None
   try:
-    return monitor.make_figures(run.workdir)
+    return monitor.make_figures(run.workdir, warn=run.log)
   except Exception as e:  # noqa: BLE001 - any failure to draw must not stop training
     run.log(f"figures: could not draw into {os.path.join(run.workdir, 'figures')} "
-            f"({type(e).__name__}: {e}); training goes on")
+            f"({type(e).__name__}: {e})")
     return []
 
 
@@ -300,6 +313,12 @@ def finish(run: Run, status: str) -> dict:
             f"{run.loop['best_epoch']}), test accuracy {summary['test_accuracy']:.4f} "
             f"({run.export} parameters of the best epoch)")
   write_summary(run.workdir, summary)
+  final_metrics = {key: summary.get(key) for key in ("best_val_accuracy", "best_epoch",
+                                                      "test_accuracy", "test_loss", "epochs")}
+  run.writer.write_hparams(monitor.flatten_config(run.config),
+                           {k: v for k, v in final_metrics.items() if v is not None},
+                           status="success" if status in ("done", "stopped") else "failure")
+  run.writer.flush()
   if status == "interrupted":
     return summary
   kernel = _first_kernel(jax.device_get(run.state.params))
