@@ -1,25 +1,41 @@
 """Orbax checkpoints of a run: one per epoch, keeping the latest and the best by val accuracy.
 
-Layout: ``<workdir>/checkpoints/<epoch>/{state, meta}`` where ``state`` is the train state
-(``flax.serialization.to_state_dict``) and ``meta`` a JSON dict (epoch, validation accuracy, the
-host-side loop state such as reduce-on-plateau's counters and the best epoch so far). Saves are
-synchronous and atomic (orbax writes a temporary directory and renames it when complete), so a
-kill during a save leaves the previous checkpoints intact and a partial one is never read.
-Keeping "latest and best" is a combined preservation policy (``AnyPreservationPolicy`` of
-``LatestN`` and ``BestN``).
+Layout: ``<workdir>/checkpoints/<epoch>/{state, meta, SHA256SUMS}`` where ``state`` is the train
+state (``flax.serialization.to_state_dict``), ``meta`` a JSON dict (epoch, validation accuracy,
+the host-side loop state such as reduce-on-plateau's counters and the best epoch so far) and
+``SHA256SUMS`` the checksum of every file orbax wrote. Saves are synchronous and atomic (orbax
+writes a temporary directory and renames it when complete), so a kill during a save leaves the
+previous checkpoints intact and a partial one is never read.
+
+Which checkpoints are kept is decided here, from the validation accuracy in each checkpoint's
+``meta`` (orbax's best-N policy sees no metrics for checkpoints written by an earlier process, so
+after a resume it would keep every old one): the ``keep_latest`` newest epochs and the
+``keep_best`` best ones (ties: the later epoch).
+
+Damage is detected, never loaded: :meth:`Checkpoints.verify` compares the files with their
+checksums (a flipped byte, a missing ``_METADATA`` or data file), and :meth:`restore_latest_good`
+falls back to the newest intact checkpoint, moving damaged ones to ``checkpoints.damaged/`` (kept
+for inspection, never deleted) and saying so. A leftover of a kill during a deletion (a step
+folder missing an item) is treated the same way and never breaks ``best_epoch``.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-from typing import Any
+import shutil
+import time
+from typing import Any, Callable
 
 import flax.serialization
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from orbax.checkpoint._src.checkpoint_managers import preservation_policy as policies
 
 CHECKPOINT_DIR = "checkpoints"
+DAMAGED_DIR = "checkpoints.damaged"
+CHECKSUM_FILE = "SHA256SUMS"
+ITEMS = ("state", "meta")
 
 
 class CheckpointError(RuntimeError):
@@ -43,63 +59,163 @@ def _describe_mismatch(saved: dict[str, tuple], expected: dict[str, tuple]) -> s
   for key in sorted(saved.keys() - expected.keys())[:3]:
     lines.append(f"  {key}: in the checkpoint {saved[key]}, unknown to this config")
   # Parameters first: they say most plainly what changed.
-  for key in sorted(saved.keys() & expected.keys(), key=lambda k: (not k.startswith("['params']"), k)):
+  shared = sorted(saved.keys() & expected.keys(),
+                  key=lambda k: (not k.startswith("['params']"), k))
+  for key in shared:
     if saved[key] != expected[key] and len(lines) < 6:
       lines.append(f"  {key}: checkpoint {saved[key]} vs config {expected[key]}")
   return "\n".join(lines)
+
+
+def _files(step_path: str) -> list[str]:
+  """The files under a step folder (relative paths, sorted), the checksum file excluded."""
+  found = []
+  for root, _, names in os.walk(step_path):
+    for name in names:
+      relative = os.path.relpath(os.path.join(root, name), step_path)
+      if relative != CHECKSUM_FILE:
+        found.append(relative)
+  return sorted(found)
+
+
+def _sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
 
 
 class Checkpoints:
   """The checkpoints of one workdir (save each epoch; restore latest, best or a given epoch)."""
 
   def __init__(self, workdir: str, keep_latest: int = 1, keep_best: int = 1,
-               create: bool = True):
+               create: bool = True, log: Callable[[str], None] | None = None):
     if int(keep_latest) < 1 or int(keep_best) < 0:
       raise ValueError(f"config.checkpoint.keep_latest={keep_latest} must be >= 1 and keep_best="
                        f"{keep_best} >= 0.")
+    self.workdir = os.path.abspath(workdir)
     self.directory = checkpoint_dir(workdir)
+    self.keep_latest, self.keep_best = int(keep_latest), int(keep_best)
+    self._log = log or (lambda _: None)
     if not create and not os.path.isdir(self.directory):
-      raise CheckpointError(f"no checkpoints in {os.path.abspath(workdir)!r} ({self.directory} "
-                            "does not exist): is it a run workdir?")
-    policy = policies.AnyPreservationPolicy([
-        policies.LatestN(n=int(keep_latest)),
-        policies.BestN(get_metric_fn=lambda m: m["val_accuracy"], reverse=False,
-                       n=int(keep_best)),
-    ])
+      raise CheckpointError(f"no checkpoints in {self.workdir!r} ({self.directory} does not "
+                            "exist): is it a run workdir?")
     # Handlers named up front, so a manager opened on an existing directory (resume, restore_best)
-    # can read item metadata before it has saved anything itself.
+    # can read item metadata before it has saved anything itself. No preservation policy: the
+    # kept set is decided by _prune from the meta of every checkpoint.
     self._manager = ocp.CheckpointManager(
         self.directory,
         item_handlers={"state": ocp.StandardCheckpointHandler(),
                        "meta": ocp.JsonCheckpointHandler()},
-        options=ocp.CheckpointManagerOptions(
-            preservation_policy=policy, enable_async_checkpointing=False, create=create,
-            cleanup_tmp_directories=True))
+        options=ocp.CheckpointManagerOptions(enable_async_checkpointing=False, create=create,
+                                             cleanup_tmp_directories=True))
+    self._accuracy: dict[int, float] = {}
+
+  # -- listing ---------------------------------------------------------------------------------
 
   def epochs(self) -> list[int]:
     """Epochs with a complete checkpoint, ascending."""
+    self._manager.reload()
     return sorted(self._manager.all_steps())
 
   def latest_epoch(self) -> int | None:
     epochs = self.epochs()
     return epochs[-1] if epochs else None
 
-  def save(self, epoch: int, state: Any, meta: dict, val_accuracy: float) -> None:
-    """Saves ``state`` and ``meta`` as epoch ``epoch`` (blocks until it is on disk)."""
-    state_dict = flax.serialization.to_state_dict(jax.device_get(state))
-    self._manager.save(int(epoch), args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state_dict), meta=ocp.args.JsonSave(dict(meta))),
-        metrics={"val_accuracy": float(val_accuracy)}, force=True)
-    self._manager.wait_until_finished()
-
   def _step_path(self, epoch: int) -> str:
     return os.path.join(self.directory, str(int(epoch)))
+
+  # -- integrity -------------------------------------------------------------------------------
+
+  def verify(self, epoch: int) -> str | None:
+    """Why checkpoint ``epoch`` is damaged (missing item, missing or changed file), or None.
+
+    A checkpoint written before checksums existed (no ``SHA256SUMS``) is checked for its items
+    only.
+    """
+    path = self._step_path(epoch)
+    for item in ITEMS:
+      if not os.path.isdir(os.path.join(path, item)):
+        return f"its {item!r} item is missing (a kill during a deletion?)"
+    sums_path = os.path.join(path, CHECKSUM_FILE)
+    if not os.path.exists(sums_path):
+      return None
+    try:
+      with open(sums_path) as f:
+        expected = json.load(f)
+    except (OSError, ValueError):
+      return f"its {CHECKSUM_FILE} is unreadable"
+    present = set(_files(path))
+    for name, digest in sorted(expected.items()):
+      if name not in present:
+        return f"{name} is missing"
+      if _sha256(os.path.join(path, name)) != digest:
+        return f"{name} does not match its checksum (the file changed after it was written)"
+    return None
+
+  def _write_checksums(self, epoch: int) -> None:
+    path = self._step_path(epoch)
+    sums = {name: _sha256(os.path.join(path, name)) for name in _files(path)}
+    with open(os.path.join(path, CHECKSUM_FILE + ".tmp"), "w") as f:
+      json.dump(sums, f, indent=0, sort_keys=True)
+    os.replace(os.path.join(path, CHECKSUM_FILE + ".tmp"), os.path.join(path, CHECKSUM_FILE))
+
+  def set_aside(self, epoch: int, reason: str) -> str:
+    """Moves a damaged checkpoint to ``<workdir>/checkpoints.damaged/<epoch>-<time>`` (kept for
+    inspection) and says so; returns where it went."""
+    target = os.path.join(self.workdir, DAMAGED_DIR, f"{int(epoch)}-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    shutil.move(self._step_path(epoch), target)
+    self._accuracy.pop(int(epoch), None)
+    self._manager.reload()
+    self._log(f"checkpoint {self._step_path(epoch)} is damaged ({reason}); moved it to {target}")
+    return target
+
+  # -- saving ----------------------------------------------------------------------------------
+
+  def save(self, epoch: int, state: Any, meta: dict, val_accuracy: float) -> None:
+    """Saves ``state`` and ``meta`` as epoch ``epoch`` (on disk with its checksums when this
+    returns), then deletes the checkpoints that are neither among the latest nor the best."""
+    state_dict = flax.serialization.to_state_dict(jax.device_get(state))
+    self._manager.save(int(epoch), args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state_dict), meta=ocp.args.JsonSave(dict(meta))), force=True)
+    self._manager.wait_until_finished()
+    self._write_checksums(epoch)
+    self._accuracy[int(epoch)] = float(val_accuracy)
+    self._prune()
+
+  def _val_accuracy(self, epoch: int) -> float | None:
+    """The validation accuracy in a checkpoint's meta (None when unreadable)."""
+    if epoch not in self._accuracy:
+      try:
+        self._accuracy[epoch] = float(self.restore_meta(epoch).get("val_accuracy", -np.inf))
+      except CheckpointError:
+        return None
+    return self._accuracy[epoch]
+
+  def kept_epochs(self, epochs: list[int]) -> set[int]:
+    """The ``keep_latest`` newest of ``epochs`` and the ``keep_best`` best by validation accuracy
+    (ties: the later epoch)."""
+    scored = [(self._val_accuracy(e), e) for e in epochs]
+    ranked = sorted(((a, e) for a, e in scored if a is not None), reverse=True)
+    return set(epochs[-self.keep_latest:]) | {e for _, e in ranked[:self.keep_best]}
+
+  def _prune(self) -> None:
+    epochs = self.epochs()
+    keep = self.kept_epochs(epochs)
+    for epoch in epochs:
+      if epoch not in keep:
+        self._manager.delete(epoch)
+        self._accuracy.pop(epoch, None)
+
+  # -- restoring -------------------------------------------------------------------------------
 
   def restore_meta(self, epoch: int) -> dict:
     try:
       restored = self._manager.restore(int(epoch), args=ocp.args.Composite(
           meta=ocp.args.JsonRestore()))
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - orbax raises many kinds
       raise CheckpointError(f"checkpoint {self._step_path(epoch)} is unreadable "
                             f"({type(e).__name__}: {e}); delete it to fall back to "
                             f"{self._others(epoch)}.") from None
@@ -113,11 +229,15 @@ class Checkpoints:
     """``(state, meta)`` of ``epoch``, with ``state`` shaped like ``target`` (a fresh state).
 
     Raises:
-      CheckpointError: the checkpoint is unreadable (corrupt, truncated) or its tensors do not
+      CheckpointError: the checkpoint is damaged (checksum), unreadable, or its tensors do not
         match ``target`` (the config changed the model or optimizer): the message names the
         path and the first mismatching leaves.
     """
     path = self._step_path(epoch)
+    damage = self.verify(epoch)
+    if damage:
+      raise CheckpointError(f"checkpoint {path} is damaged: {damage}; delete it to fall back to "
+                            f"{self._others(epoch)}.")
     target_dict = flax.serialization.to_state_dict(jax.device_get(target))
     try:
       metadata = self._manager.item_metadata(int(epoch))["state"]
@@ -125,7 +245,7 @@ class Checkpoints:
       saved = {k: tuple(getattr(v, "shape", np.shape(v))) for k, v in
                ((jax.tree_util.keystr(p), leaf) for p, leaf in
                 jax.tree_util.tree_flatten_with_path(saved_tree)[0])}
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001
       raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e}); delete "
                             f"it to fall back to {self._others(epoch)}.") from None
     expected = _shapes(target_dict)
@@ -137,18 +257,49 @@ class Checkpoints:
     try:
       restored = self._manager.restore(int(epoch), args=ocp.args.Composite(
           state=ocp.args.StandardRestore(target_dict), meta=ocp.args.JsonRestore()))
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001
       raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e}); delete "
                             f"it to fall back to {self._others(epoch)}.") from None
     state = flax.serialization.from_state_dict(target, restored["state"])
     return state, dict(restored["meta"])
 
+  def restore_latest_good(self, target: Any) -> tuple[int, Any, dict] | None:
+    """``(epoch, state, meta)`` of the newest intact checkpoint, or None when there is none.
+
+    Damaged newer checkpoints are set aside (:meth:`set_aside`) and the fall-back is said.
+
+    Raises:
+      CheckpointError: checkpoints exist but none is intact (nothing is moved then), or one does
+        not match this config.
+    """
+    epochs = self.epochs()
+    damaged = {e: self.verify(e) for e in epochs}
+    good = [e for e in epochs if not damaged[e]]
+    if epochs and not good:
+      raise CheckpointError(
+          f"no intact checkpoint in {self.directory}: "
+          + "; ".join(f"epoch {e}: {why}" for e, why in damaged.items())
+          + f". Move {self.directory} away to start afresh.")
+    if not good:
+      return None
+    latest_good = good[-1]
+    for epoch in epochs:
+      if epoch > latest_good:
+        self.set_aside(epoch, damaged[epoch])
+    if latest_good != epochs[-1]:
+      self._log(f"falling back to epoch {latest_good}, the newest intact checkpoint")
+    state, meta = self.restore(latest_good, target)
+    return latest_good, state, meta
+
   def best_epoch(self) -> int | None:
-    """The kept epoch with the highest validation accuracy (the latest on ties, as BestN keeps)."""
+    """The intact epoch with the highest validation accuracy (the latest on ties, as the kept
+    set); damaged or unreadable leftovers are skipped."""
     best, best_acc = None, -np.inf
     for epoch in self.epochs():
-      acc = float(self.restore_meta(epoch).get("val_accuracy", -np.inf))
-      if acc >= best_acc:
+      if self.verify(epoch):
+        continue
+      acc = self._val_accuracy(epoch)
+      if acc is not None and acc >= best_acc:
         best, best_acc = epoch, acc
     return best
 
@@ -168,7 +319,7 @@ def restore_best(workdir: str, *, config: Any, dataset=None) -> dict:
   try:
     epoch = checkpoints.best_epoch()
     if epoch is None:
-      raise CheckpointError(f"{checkpoints.directory} holds no checkpoint.")
+      raise CheckpointError(f"{checkpoints.directory} holds no intact checkpoint.")
     experiment = build_experiment(config, dataset)
     state, meta = checkpoints.restore(epoch, init_state(experiment))
   finally:
