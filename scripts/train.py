@@ -13,13 +13,17 @@ used. Outputs: ``metrics.jsonl``, TensorBoard events (``tensorboard/``), ``figur
 Exit status: 0 done, 1 a user mistake (bad config, flag or workdir; a checkpoint that does not
 match), 2 diverged, 130 interrupted.
 """
-import os
-import signal
 import time
 
-from absl import flags
+STARTED = time.time()   # before the imports: the run's wall time and phases include them
 
-from research import launch
+import os  # noqa: E402
+import signal  # noqa: E402
+
+from absl import flags  # noqa: E402
+
+from research import launch  # noqa: E402
+from research.launch.finished import finished_run_message  # noqa: E402
 
 _CONFIG = launch.define_config_file(launch.default_config("default.py"), "Experiment config.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory; resumed when it has checkpoints "
@@ -34,9 +38,13 @@ def _default_workdir() -> str:
 
 
 def main() -> int:
-  from research import train
   config = _CONFIG.value
   workdir = launch.checked_workdir(_WORKDIR.value if _WORKDIR.present else _default_workdir())
+  finished = finished_run_message(workdir, config)
+  if finished:   # said at once, without loading JAX to train nothing
+    print(finished, flush=True)
+    return launch.EXIT_OK
+  from research import train  # after flag parsing: --help stays fast
   launch.validated(train.validate_config, config)
   on_epoch_end = None
   if _KILL_AFTER_EPOCH.value > 0:
@@ -47,7 +55,7 @@ def main() -> int:
   print(f"workdir: {workdir}", flush=True)
   try:
     train.train_and_evaluate(config, workdir, on_epoch_end=on_epoch_end,
-                             log=lambda line: print(line, flush=True))
+                             log=lambda line: print(line, flush=True), started=STARTED)
   except train.DivergenceError as e:
     print(f"DIVERGED: {e}", flush=True)
     return launch.EXIT_FAILED

@@ -341,6 +341,24 @@ def test_progress_line_eta():
   assert line(3, {"train_loss": float("nan")}).endswith("train_loss nan  time 1m40s  eta 0.0s")
 
 
+def test_progress_eta_leaves_the_first_epochs_compilation_out():
+  """The first epoch took 10 s (compilation), the next ones 1 s: from the second epoch on the
+  ETA is 1 s per remaining epoch, not the mean including the compile."""
+  now = [0.0]
+  line = monitor.ProgressLine(num_epochs=10, clock=lambda: now[0])
+  now[0] = 10.0
+  assert line(0, {}).endswith("eta 1m30s")      # one epoch seen: 10 s x 9 (an overestimate)
+  now[0] = 11.0
+  assert line(1, {}).endswith("time 11.0s  eta 8.0s")
+  now[0] = 13.0
+  assert line(3, {}).endswith("time 13.0s  eta 6.0s")
+  resumed = monitor.ProgressLine(num_epochs=10, clock=lambda: now[0], start_epoch=5)
+  now[0] = 23.0
+  assert resumed(5, {}).endswith("eta 40.0s")   # first epoch of this process: 10 s x 4
+  now[0] = 24.0
+  assert resumed(6, {}).endswith("eta 3.0s")
+
+
 def test_progress_line_bad_epochs():
   with pytest.raises(ValueError, match="num_epochs"):
     monitor.ProgressLine(0)

@@ -8,16 +8,38 @@ digits are bundled with scikit-learn, MNIST-1D is *generated* (``mnist1d.data.ma
 from __future__ import annotations
 
 import functools
+import importlib.util
+import os
 
 import numpy as np
 
 
+def _digits_csv() -> str:
+  """The path of scikit-learn's bundled ``digits.csv.gz``, found without importing scikit-learn
+  (importing it costs seconds; the file is all we need)."""
+  spec = importlib.util.find_spec("sklearn")
+  if spec is None or not spec.submodule_search_locations:
+    raise RuntimeError("data.name='digits' needs scikit-learn (it bundles the digits): "
+                       "pip install scikit-learn")
+  for root in spec.submodule_search_locations:
+    path = os.path.join(root, "datasets", "data", "digits.csv.gz")
+    if os.path.exists(path):
+      return path
+  raise RuntimeError("scikit-learn's bundled digits.csv.gz was not found; reinstall "
+                     "scikit-learn")
+
+
+@functools.lru_cache(maxsize=1)
+def _read_digits() -> tuple[np.ndarray, np.ndarray]:
+  table = np.loadtxt(_digits_csv(), delimiter=",", dtype=np.float32)
+  return table[:, :-1].reshape(-1, 8, 8, 1), table[:, -1].astype(np.int32)
+
+
 def digits() -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
-  """scikit-learn's bundled 8x8 digits: 1797 images, 10 classes, pixels 0..16, as (N, 8, 8, 1)."""
-  from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
-  bunch = load_digits()
-  x = bunch.images.astype(np.float32)[..., None]
-  return x, bunch.target.astype(np.int32), (8, 8, 1)
+  """scikit-learn's bundled 8x8 digits: 1797 images, 10 classes, pixels 0..16, as (N, 8, 8, 1)
+  (the same arrays as ``sklearn.datasets.load_digits()``, read from its CSV file)."""
+  x, y = _read_digits()
+  return x.copy(), y.copy(), (8, 8, 1)
 
 
 def mnist1d(seed: int = 0, num_samples: int = 5000) -> tuple[np.ndarray, np.ndarray, None]:
@@ -35,7 +57,7 @@ def mnist1d(seed: int = 0, num_samples: int = 5000) -> tuple[np.ndarray, np.ndar
 @functools.lru_cache(maxsize=2)
 def _generate_mnist1d(seed: int, num_samples: int) -> tuple[np.ndarray, np.ndarray]:
   try:
-    from mnist1d.data import get_dataset_args, make_dataset  # pylint: disable=g-import-not-at-top
+    from mnist1d.data import get_dataset_args, make_dataset
   except ImportError as e:
     raise RuntimeError("data.name='mnist1d' needs the mnist1d package: pip install mnist1d") from e
   args = get_dataset_args()
@@ -62,14 +84,14 @@ def tfds_dataset(name: str, data_dir: str | None = None
          f"tensorflow && python -c \"import tensorflow_datasets as tfds; tfds.load('{name}')\"` "
          "and copy ~/tensorflow_datasets here (or set config.data.data_dir)")
   try:
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    import tensorflow_datasets as tfds
   except ImportError as e:
     raise RuntimeError(f"data.name={name!r} needs tensorflow-datasets, which is not installed; "
                        f"{how}. The embedded data sets are 'digits' and 'mnist1d'.") from e
   try:
     splits = tfds.as_numpy(tfds.load(name, split=["train", "test"], batch_size=-1,
                                      download=False, data_dir=data_dir))
-  except Exception as e:  # pylint: disable=broad-except  (tfds raises several kinds)
+  except Exception as e:
     raise RuntimeError(f"data.name={name!r}: the prepared TFDS data was not found "
                        f"({type(e).__name__}: {e}); {how}.") from e
   x = np.concatenate([s["image"] for s in splits]).astype(np.float32)

@@ -7,6 +7,8 @@
   initialize backend" lines stay out of the way; ``--verbosity=0`` (INFO) or ``1`` (DEBUG) shows
   them;
 * ``--print_config`` prints the resolved config and exits;
+* JAX's persistent compilation cache is on (``$TRAINLAB_COMPILATION_CACHE``, default
+  ``~/.cache/trainlab/jax``; ``off`` disables it): a second run of a config compiles nothing;
 * ``main`` validates everything first (:func:`validated`) and raises :class:`UserError` (or lets a
   ``ValueError`` escape from :func:`validated`) for a user's mistake: one line, exit status 1, no
   traceback; Ctrl-C / SIGTERM end with status 130.
@@ -90,6 +92,7 @@ def run(main: Callable[[], int | None], *, config: Any = None) -> None:
       print(config.value)
       return 0
     signal.signal(signal.SIGTERM, _interrupt)
+    enable_compilation_cache()
     try:
       status = main()
     except UserError as e:
@@ -100,3 +103,36 @@ def run(main: Callable[[], int | None], *, config: Any = None) -> None:
     return 0 if status is None else int(status)
 
   app.run(absl_main)
+
+
+COMPILATION_CACHE_ENV = "TRAINLAB_COMPILATION_CACHE"
+
+
+def compilation_cache_dir() -> str | None:
+  """Where JAX's persistent compilation cache lives: ``$TRAINLAB_COMPILATION_CACHE`` (``off``
+  disables it), else ``$XDG_CACHE_HOME/trainlab/jax`` (default ``~/.cache/trainlab/jax``)."""
+  setting = os.environ.get(COMPILATION_CACHE_ENV, "").strip()
+  if setting.lower() in ("off", "0", "none", "false"):
+    return None
+  if setting:
+    return os.path.abspath(os.path.expanduser(setting))
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "trainlab", "jax")
+
+
+def enable_compilation_cache() -> str | None:
+  """Turns on JAX's persistent compilation cache (every program, however quick to compile), so a
+  second run of the same config starts training at once; returns its folder (None when off or
+  when it cannot be created: the run goes on without it)."""
+  directory = compilation_cache_dir()
+  if directory is None:
+    return None
+  try:
+    os.makedirs(directory, exist_ok=True)
+  except OSError:
+    return None
+  import jax
+  jax.config.update("jax_compilation_cache_dir", directory)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  return directory

@@ -29,7 +29,8 @@ def _format_value(value: Any) -> str:
 
 
 class ProgressLine:
-  """Formats one line per epoch; the ETA assumes the remaining epochs take the mean epoch time.
+  """Formats one line per epoch; the ETA assumes the remaining epochs take the mean time of the
+  epochs after the first one of this process (which also pays for compilation).
 
   ``epoch`` is the 0-based index of the epoch that just finished (so ``epoch + 1`` are done)::
 
@@ -58,11 +59,13 @@ class ProgressLine:
     self._clock = clock
     self._start_epoch = int(start_epoch)
     self._start = clock()
+    self._first_epoch_end: float | None = None
     self.extra_keys = tuple(extra_keys)
 
   def reset(self, start_epoch: int = 0) -> None:
     self._start_epoch = int(start_epoch)
     self._start = self._clock()
+    self._first_epoch_end = None
 
   def __call__(self, epoch: int, metrics: Mapping[str, Any]) -> str:
     return self.format(epoch, metrics)
@@ -84,10 +87,19 @@ class ProgressLine:
     for key in self.extra_keys:
       if key in metrics:
         parts.append(f"{key} {_format_value(metrics[key])}")
-    elapsed = self._clock() - self._start
+    now = self._clock()
+    elapsed = now - self._start
     done_here = done - self._start_epoch
     remaining = self.num_epochs - done
-    eta = elapsed / done_here * remaining if done_here > 0 else float("nan")
+    if done_here == 1:
+      self._first_epoch_end = now
+    # The first epoch of a process also pays for compilation: from the second one on, the ETA
+    # is the mean time of the epochs after it.
+    if done_here > 1 and self._first_epoch_end is not None:
+      per_epoch = (now - self._first_epoch_end) / (done_here - 1)
+    else:
+      per_epoch = elapsed / done_here if done_here > 0 else float("nan")
+    eta = per_epoch * remaining
     parts.append(f"time {_format_duration(elapsed)}")
     parts.append(f"eta {_format_duration(eta if remaining > 0 else 0.0)}")
     return "  ".join(parts)

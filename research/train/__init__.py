@@ -51,6 +51,6 @@ __all__ = [
     "ResumeError", "TrainResult", "TrainState", "Update", "apply_update", "build_experiment",
     "checkpoints", "create_train_state", "cross_entropy", "epoch_permutation", "evaluate",
     "init_state", "l2_penalty", "make_eval_step", "make_loss_fn", "make_step", "make_train_step",
-    "make_update_step", "predict", "restore_best", "steps_per_epoch", "train_and_evaluate", "train_members",
-    "validate_config",
+    "make_update_step", "predict", "restore_best", "steps_per_epoch", "train_and_evaluate",
+    "train_members", "validate_config",
 ]

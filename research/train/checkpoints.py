@@ -164,7 +164,8 @@ class Checkpoints:
   def set_aside(self, epoch: int, reason: str) -> str:
     """Moves a damaged checkpoint to ``<workdir>/checkpoints.damaged/<epoch>-<time>`` (kept for
     inspection) and says so; returns where it went."""
-    target = os.path.join(self.workdir, DAMAGED_DIR, f"{int(epoch)}-{time.strftime('%Y%m%d-%H%M%S')}")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = os.path.join(self.workdir, DAMAGED_DIR, f"{int(epoch)}-{stamp}")
     os.makedirs(os.path.dirname(target), exist_ok=True)
     shutil.move(self._step_path(epoch), target)
     self._accuracy.pop(int(epoch), None)

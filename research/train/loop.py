@@ -31,6 +31,7 @@ from research.train.config_checks import validate_config
 from research.train.evaluation import evaluate
 from research.train.experiment import Experiment, build_experiment, init_state
 from research.train.parallel import DataParallel
+from research.train.phases import PhaseTimer
 from research.train.state import TrainState, epoch_permutation
 from research.train.steps import make_eval_step, make_train_step
 from research.train.summary import write_summary
@@ -59,14 +60,15 @@ class Run:
   parallel: DataParallel
   state: TrainState
   train_step: Callable
-  monitored_step: Callable
+  monitored_step: Callable | None
   eval_step: Callable
   writer: Any                   # monitor.MetricsWriter
   checkpoints: Any              # checkpoints.Checkpoints, or None when off
   progress: monitor.ProgressLine
   log: Callable[[str], None]
   start_epoch: int
-  started: float                # time.time() of this process's start
+  started: float                # time.time() when the run started (or the caller's start)
+  phases: PhaseTimer
   # Host-side loop state (saved in each checkpoint's meta so a resumed run continues exactly).
   loop: dict = dataclasses.field(default_factory=dict)
   best_state: Any = None        # host copy of the best epoch's state when checkpoints are off
@@ -103,49 +105,84 @@ def _first_kernel(params) -> Any:
 
 
 def start_run(config: Any, workdir: str, dataset: data_lib.Dataset | None = None,
-              log: Callable[[str], None] = print) -> Run:
-  """Validates and builds everything, then resumes from the latest checkpoint (if any).
+              log: Callable[[str], None] = print, started: float | None = None) -> Run:
+  """Validates and builds everything, resumes from the newest intact checkpoint (if any) and
+  compiles the training steps.
 
   Nothing is written before the config, the data, the model and the rule are known to be good.
+  ``started``: when the caller started (``time.time()``; e.g. a script before its imports), so
+  that the summary's wall time and phases cover the whole run.
   """
   from research.train import checkpoints as checkpoints_lib
-  started = time.time()
+  phases = PhaseTimer()
+  now = time.time()
+  if started is not None:
+    phases.add("import", now - started)
   validate_config(config)
-  experiment = build_experiment(config, dataset)
-  parallel = DataParallel()
-  parallel.check_batch_size(experiment.batch_size)
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
-  resume.check_resumable(workdir, config)
-  state = init_state(experiment)
-  ckpts = None
-  if config.checkpoint.enabled:
-    ckpts = checkpoints_lib.Checkpoints(workdir, config.checkpoint.keep_latest,
-                                        config.checkpoint.keep_best, log=log)
-  loop = {"best_val_accuracy": -1.0, "best_epoch": 0, "reference_loss": None,
-          "plateau": list(experiment.plateau.init()) if experiment.plateau else None,
-          "history": []}
-  start_epoch = 0
-  restored = ckpts.restore_latest_good(state) if ckpts else None
-  if restored is not None:
-    start_epoch, state, meta = restored
-    loop.update(meta["loop"])
-    log(f"resumed from {ckpts.directory}/{start_epoch} (epoch {start_epoch} of "
-        f"{config.train.num_epochs} done)")
-  # Rows after the checkpoint (or every row, without one) were lost with a kill: written again.
-  resume.truncate_records(workdir, start_epoch, log)
-  resume.save_config(workdir, config)
-  model, tx = experiment.model, experiment.tx
+  with phases("data"):
+    dataset = data_lib.load_dataset(config.data) if dataset is None else dataset
+  with phases("init"):
+    experiment = build_experiment(config, dataset)
+    parallel = DataParallel()
+    parallel.check_batch_size(experiment.batch_size)
+    workdir = os.path.abspath(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    resume.check_resumable(workdir, config)
+    state = init_state(experiment)
+  with phases("checkpoint"):
+    ckpts = None
+    if config.checkpoint.enabled:
+      ckpts = checkpoints_lib.Checkpoints(workdir, config.checkpoint.keep_latest,
+                                          config.checkpoint.keep_best, log=log)
+    loop = {"best_val_accuracy": -1.0, "best_epoch": 0, "reference_loss": None,
+            "plateau": list(experiment.plateau.init()) if experiment.plateau else None,
+            "history": []}
+    start_epoch = 0
+    restored = ckpts.restore_latest_good(state) if ckpts else None
+    if restored is not None:
+      start_epoch, state, meta = restored
+      loop.update(meta["loop"])
+      log(f"resumed from {ckpts.directory}/{start_epoch} (epoch {start_epoch} of "
+          f"{config.train.num_epochs} done)")
+    # Rows after the checkpoint (or every row, without one) were lost with a kill: written again.
+    resume.truncate_records(workdir, start_epoch, log)
+    resume.save_config(workdir, config)
+  state = parallel.replicate(state)
+  with phases("compile"):
+    train_step, monitored_step = _compile_steps(experiment, parallel, state)
+  devices = parallel.devices
+  log(f"backend {jax.default_backend()}: {len(devices)} device"
+      f"{'s' if len(devices) > 1 else ''} ({', '.join(str(d) for d in devices[:4])}"
+      f"{', ...' if len(devices) > 4 else ''}); {experiment.steps_per_epoch} steps of "
+      f"{experiment.batch_size} per epoch")
   return Run(
-      config=config, workdir=workdir, experiment=experiment, parallel=parallel,
-      state=parallel.replicate(state),
-      train_step=jax.jit(make_train_step(model, tx, config), donate_argnums=0),
-      monitored_step=jax.jit(make_train_step(model, tx, config, monitored=True),
-                             donate_argnums=0),
-      eval_step=jax.jit(make_eval_step(model)),
+      config=config, workdir=workdir, experiment=experiment, parallel=parallel, state=state,
+      train_step=train_step, monitored_step=monitored_step,
+      eval_step=jax.jit(make_eval_step(experiment.model)),
       writer=_writer(workdir, config, experiment), checkpoints=ckpts,
       progress=monitor.ProgressLine(int(config.train.num_epochs), start_epoch=start_epoch),
-      log=log, start_epoch=start_epoch, started=started, loop=loop)
+      log=log, start_epoch=start_epoch, started=started if started is not None else now,
+      phases=phases, loop=loop)
+
+
+def _compile_steps(experiment: Experiment, parallel: DataParallel, state: TrainState
+                   ) -> tuple[Callable, Callable | None]:
+  """The train step and the monitored step, compiled once, ahead of the first batch (one
+  program each, whatever the number of epochs)."""
+  config = experiment.config
+  dataset = experiment.dataset
+  batch = (jax.ShapeDtypeStruct((experiment.batch_size,) + dataset.x_train.shape[1:],
+                                dataset.x_train.dtype, sharding=parallel.batch),
+           jax.ShapeDtypeStruct((experiment.batch_size,), dataset.y_train.dtype,
+                                sharding=parallel.batch))
+
+  def compiled(monitored: bool) -> Callable:
+    step = jax.jit(make_train_step(experiment.model, experiment.tx, config, monitored=monitored),
+                   donate_argnums=0)
+    return step.lower(state, *batch).compile()
+
+  monitored = compiled(True) if config.monitor.enabled else None
+  return compiled(False), monitored
 
 
 def _writer(workdir: str, config: Any, experiment: Experiment) -> monitor.MetricsWriter:
@@ -179,7 +216,7 @@ def train_epoch(run: Run, epoch: int) -> tuple[np.ndarray, float]:
     losses.append(metrics["loss"])
     accuracies.append(metrics["accuracy"])
   run.state = state
-  batch_losses = np.asarray(jax.device_get(jnp.stack(losses)), np.float64)
+  batch_losses = np.asarray(jax.device_get(jnp.stack(losses)), np.float64)  # waits for the steps
   run.writer.write_batch_losses(epoch, batch_losses)
   return batch_losses, float(np.mean(jax.device_get(jnp.stack(accuracies))))
 
@@ -250,9 +287,10 @@ def end_epoch(run: Run, epoch: int, record: dict, elapsed: float) -> None:
   loop["history"].append({"epoch": epoch + 1, **record})
   run.writer.write_scalars(epoch + 1, record)
   if run.checkpoints:
-    run.writer.flush()  # the epoch's records reach the disk before the checkpoint that covers it
-    run.checkpoints.save(epoch + 1, run.state, {"epoch": epoch + 1, "val_accuracy": selected,
-                                                "loop": loop}, selected)
+    with run.phases("checkpoint"):
+      run.writer.flush()  # the epoch's records reach the disk before the checkpoint covering it
+      run.checkpoints.save(epoch + 1, run.state, {"epoch": epoch + 1, "val_accuracy": selected,
+                                                  "loop": loop}, selected)
   run.log(run.progress(epoch, record))
   figures_every = (int(config.monitor.figures_every_epochs)
                    if config.monitor.get("figures", True) else 0)
@@ -269,7 +307,8 @@ def _draw_figures(run: Run) -> list[str]:
     run.pending_figures.result()   # the refresh writes the same files: let it finish first
     run.pending_figures = None
   try:
-    return monitor.make_figures(run.workdir, warn=run.log)
+    # Shared with a child process: the end of a short run is mostly drawing.
+    return monitor.make_figures(run.workdir, warn=run.log, processes=2)
   except Exception as e:  # noqa: BLE001 - any failure to draw must not stop training
     run.log(f"figures: could not draw into {os.path.join(run.workdir, 'figures')} "
             f"({type(e).__name__}: {e})")
@@ -292,53 +331,58 @@ def _test_metrics(run: Run, state: TrainState) -> dict[str, dict[str, float]]:
 
 
 def finish(run: Run, status: str) -> dict:
-  """Test metrics of the best checkpoint, ``summary.json``, first-layer weights, figures and the
-  verdict (written for every end, a diverged run included)."""
+  """Test metrics of the best checkpoint, first-layer weights, figures, the verdict and
+  ``summary.json`` (written for every end, a diverged or interrupted run included)."""
   run.writer.flush()  # the figures and the verdict read the records from disk
   history = run.loop["history"]
   summary = {"status": status, "best_val_accuracy": run.loop["best_val_accuracy"],
              "best_epoch": run.loop["best_epoch"], "epochs": len(history),
              "num_epochs": int(run.config.train.num_epochs), "exported": run.export,
              "num_devices": run.parallel.num_devices, "backend": jax.default_backend(),
-             "wall_time_s": time.time() - run.started,
              "last": history[-1] if history else None,
              "best": next((h for h in history if h["epoch"] == run.loop["best_epoch"]), None),
              "config": run.config.to_dict()}
   if history and status != "interrupted":
-    test = _test_metrics(run, best_state(run))
+    with run.phases("test"):
+      test = _test_metrics(run, best_state(run))
     summary["test"] = test
     summary["test_accuracy"], summary["test_loss"] = (test[run.export]["accuracy"],
                                                       test[run.export]["loss"])
     run.log(f"best val accuracy {run.loop['best_val_accuracy']:.4f} (epoch "
             f"{run.loop['best_epoch']}), test accuracy {summary['test_accuracy']:.4f} "
             f"({run.export} parameters of the best epoch)")
-  write_summary(run.workdir, summary)
   final_metrics = {key: summary.get(key) for key in ("best_val_accuracy", "best_epoch",
                                                       "test_accuracy", "test_loss", "epochs")}
   run.writer.write_hparams(monitor.flatten_config(run.config),
                            {k: v for k, v in final_metrics.items() if v is not None},
                            status="success" if status in ("done", "stopped") else "failure")
   run.writer.flush()
-  if status == "interrupted":
-    return summary
-  kernel = _first_kernel(jax.device_get(run.state.params))
-  if kernel is not None and status == "done":
-    monitor.save_first_layer(run.workdir, kernel, run.experiment.dataset.image_shape)
-  draw = bool(run.config.monitor.get("figures", True))
-  figures = _draw_figures(run) if draw else []
-  verdict = monitor.write_verdict(run.workdir)
-  where = (f"{os.path.join(run.workdir, 'figures')} ({len(figures)} PNGs)" if draw else
-           "off (config.monitor.figures=False)")
-  run.log(f"figures: {where}; verdict ({os.path.join(run.workdir, 'verdict.txt')}):")
-  for line in verdict:
-    run.log(f"  {line}")
+  if status != "interrupted":
+    kernel = _first_kernel(jax.device_get(run.state.params))
+    if kernel is not None and status == "done":
+      monitor.save_first_layer(run.workdir, kernel, run.experiment.dataset.image_shape)
+    draw = bool(run.config.monitor.get("figures", True))
+    with run.phases("figures"):
+      figures = _draw_figures(run) if draw else []
+    summary["verdict"] = monitor.write_verdict(run.workdir)
+    where = (f"{os.path.join(run.workdir, 'figures')} ({len(figures)} PNGs)" if draw else
+             "off (config.monitor.figures=False)")
+    run.log(f"figures: {where}; verdict ({os.path.join(run.workdir, 'verdict.txt')}):")
+    for line in summary["verdict"]:
+      run.log(f"  {line}")
+  wall = time.time() - run.started
+  run.phases.add("other", max(0.0, wall - sum(run.phases.seconds.values())))
+  summary["wall_time_s"] = wall
+  summary["phases_s"] = run.phases.rounded()
+  write_summary(run.workdir, summary)
   return summary
 
 
 def train_and_evaluate(config: Any, workdir: str, *,
                        on_epoch_end: Callable[[int, dict], bool | None] | None = None,
                        dataset: data_lib.Dataset | None = None,
-                       log: Callable[[str], None] | None = print) -> TrainResult:
+                       log: Callable[[str], None] | None = print,
+                       started: float | None = None) -> TrainResult:
   """Trains ``config`` in ``workdir`` (resuming from its latest checkpoint) and evaluates it.
 
   Args:
@@ -349,6 +393,7 @@ def train_and_evaluate(config: Any, workdir: str, *,
       ``record`` the epoch's metrics); returning True stops training (e.g. search pruning).
     dataset: an already loaded data set (default ``load_dataset(config.data)``).
     log: where progress lines go (None: silent).
+    started: when the caller started (``time.time()``), for the wall time and phases.
 
   Returns:
     ``TrainResult(state, history, best_val_accuracy, workdir)``.
@@ -360,14 +405,16 @@ def train_and_evaluate(config: Any, workdir: str, *,
     research.train.checkpoints.CheckpointError, research.train.resume.ResumeError: a checkpoint
       or saved config that does not allow resuming.
   """
-  run = start_run(config, workdir, dataset, log or (lambda _: None))
+  run = start_run(config, workdir, dataset, log or (lambda _: None), started)
   status = "done"
   try:
     for epoch in range(run.start_epoch, int(config.train.num_epochs)):
       start = time.perf_counter()
-      batch_losses, train_accuracy = train_epoch(run, epoch)
+      with run.phases("train"):
+        batch_losses, train_accuracy = train_epoch(run, epoch)
       check_divergence(run, epoch, batch_losses)
-      record = validate(run, batch_losses, train_accuracy)
+      with run.phases("validate"):
+        record = validate(run, batch_losses, train_accuracy)
       end_epoch(run, epoch, record, time.perf_counter() - start)
       if on_epoch_end is not None and on_epoch_end(epoch, {"epoch": epoch + 1, **record}):
         run.log(f"stopped after epoch {epoch + 1} by on_epoch_end")
