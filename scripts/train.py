@@ -45,6 +45,7 @@ def main() -> int:
     print(finished, flush=True)
     return launch.EXIT_OK
   from research import train  # after flag parsing: --help stays fast
+  from research.data import DataUnavailableError
   launch.validated(train.validate_config, config)
   on_epoch_end = None
   if _KILL_AFTER_EPOCH.value > 0:
@@ -59,8 +60,10 @@ def main() -> int:
   except train.DivergenceError as e:
     print(f"DIVERGED: {e}", flush=True)
     return launch.EXIT_FAILED
-  except (ValueError, train.CheckpointError, train.ResumeError) as e:
+  except (ValueError, train.CheckpointError, train.ResumeError, DataUnavailableError) as e:
     raise launch.UserError(str(e)) from None
+  except OSError as e:   # e.g. a file where the workdir needs a folder, a full disk
+    raise launch.UserError(f"cannot write the run in {workdir}: {e}") from None
   return launch.EXIT_OK
 
 

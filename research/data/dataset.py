@@ -67,6 +67,9 @@ def check_data_config(data_cfg: Any) -> None:
                      f"{data_cfg.val_fraction + data_cfg.test_fraction} leaves no training data.")
   if int(data_cfg.get("subset", 0)) < 0:
     raise ValueError(f"config.data.subset={data_cfg.subset!r} must be >= 0 (0 = all).")
+  reason = sources.unavailable_reason(name)
+  if reason:
+    raise ValueError(reason)
 
 
 def load_dataset(data_cfg: Any) -> Dataset:

@@ -14,6 +14,28 @@ import os
 import numpy as np
 
 
+class DataUnavailableError(RuntimeError):
+  """An optional data set that is not available on this machine (the message says how to get
+  it); the embedded ones ('digits', 'mnist1d') always are."""
+
+
+def unavailable_reason(name: str) -> str | None:
+  """Why data set ``name`` cannot be loaded here (a missing optional package), checked without
+  importing anything heavy; None when it can be tried."""
+  if name in TFDS_NAMES and importlib.util.find_spec("tensorflow_datasets") is None:
+    return (f"config.data.name={name!r} needs tensorflow-datasets, which is not installed; "
+            f"{_tfds_how(name)}. The embedded data sets are 'digits' and 'mnist1d'.")
+  if name == "mnist1d" and importlib.util.find_spec("mnist1d") is None:
+    return "config.data.name='mnist1d' needs the mnist1d package: pip install mnist1d"
+  return None
+
+
+def _tfds_how(name: str) -> str:
+  return (f"prepare it on a machine with network access with `pip install tensorflow-datasets "
+          f"tensorflow && python -c \"import tensorflow_datasets as tfds; tfds.load('{name}')\"` "
+          "and copy ~/tensorflow_datasets here (or set config.data.data_dir)")
+
+
 def _digits_csv() -> str:
   """The path of scikit-learn's bundled ``digits.csv.gz``, found without importing scikit-learn
   (importing it costs seconds; the file is all we need)."""
@@ -58,8 +80,9 @@ def mnist1d(seed: int = 0, num_samples: int = 5000) -> tuple[np.ndarray, np.ndar
 def _generate_mnist1d(seed: int, num_samples: int) -> tuple[np.ndarray, np.ndarray]:
   try:
     from mnist1d.data import get_dataset_args, make_dataset
-  except ImportError as e:
-    raise RuntimeError("data.name='mnist1d' needs the mnist1d package: pip install mnist1d") from e
+  except ImportError:
+    raise DataUnavailableError("config.data.name='mnist1d' needs the mnist1d package: pip "
+                               "install mnist1d") from None
   args = get_dataset_args()
   args.num_samples = int(num_samples)
   args.seed = int(seed)
@@ -80,20 +103,17 @@ def tfds_dataset(name: str, data_dir: str | None = None
     RuntimeError: tensorflow-datasets is not installed, or the data set is not prepared, with the
       command that prepares it on a machine with network access.
   """
-  how = (f"prepare it on a machine with network access with `pip install tensorflow-datasets "
-         f"tensorflow && python -c \"import tensorflow_datasets as tfds; tfds.load('{name}')\"` "
-         "and copy ~/tensorflow_datasets here (or set config.data.data_dir)")
+  how = _tfds_how(name)
   try:
     import tensorflow_datasets as tfds
-  except ImportError as e:
-    raise RuntimeError(f"data.name={name!r} needs tensorflow-datasets, which is not installed; "
-                       f"{how}. The embedded data sets are 'digits' and 'mnist1d'.") from e
+  except ImportError:
+    raise DataUnavailableError(unavailable_reason(name) or f"tensorflow-datasets: {how}") from None
   try:
     splits = tfds.as_numpy(tfds.load(name, split=["train", "test"], batch_size=-1,
                                      download=False, data_dir=data_dir))
-  except Exception as e:
-    raise RuntimeError(f"data.name={name!r}: the prepared TFDS data was not found "
-                       f"({type(e).__name__}: {e}); {how}.") from e
+  except Exception as e:  # noqa: BLE001 - TFDS raises many kinds for data that is not there
+    raise DataUnavailableError(f"config.data.name={name!r}: the prepared TFDS data was not "
+                               f"found ({type(e).__name__}: {e}); {how}.") from None
   x = np.concatenate([s["image"] for s in splits]).astype(np.float32)
   y = np.concatenate([s["label"] for s in splits]).astype(np.int32)
   return x, y, tuple(x.shape[1:])

@@ -145,8 +145,20 @@ def define_config_file(default_path: str, help_string: str = "Experiment config 
     # ml_collections reads only python files: the JSON config becomes a config-dict flag, and the
     # --config=<file> argument (which that flag does not take) is removed from the command line.
     sys.argv[1:] = _without_config_argument(argv)
-    return config_flags.DEFINE_config_dict(FLAG, config, help_string)
-  return config_flags.DEFINE_config_file(FLAG, default_path, help_string)
+    holder = config_flags.DEFINE_config_dict(FLAG, config, help_string)
+  else:
+    holder = config_flags.DEFINE_config_file(FLAG, default_path, help_string)
+  show_in_help(FLAG, PRINT_CONFIG, "verbosity")
+  return holder
+
+
+def show_in_help(*names: str) -> None:
+  """Lists flags defined outside the script (``--config``, ``--print_config``, absl's
+  ``--verbosity``) in the script's own ``--help``."""
+  main_module = sys.argv[0] if sys.argv else "__main__"
+  for name in names:
+    if name in flags.FLAGS:
+      flags.FLAGS.register_key_flag_for_module(main_module, flags.FLAGS[name])
 
 
 def _without_config_argument(argv: Sequence[str]) -> list[str]:

@@ -75,16 +75,28 @@ def _interrupt(signum, frame):
   raise KeyboardInterrupt
 
 
-def run(main: Callable[[], int | None], *, config: Any = None) -> None:
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a bad flag (unknown, or a value of the wrong type) reported as one
+  error line and exit 1 instead of absl's two-line FATAL message."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    fail(f"{e}; see --help")
+
+
+def run(main: Callable[..., int | None], *, config: Any = None,
+        positional: str | None = None) -> None:
   """Runs ``main()`` as an absl program with the project's conventions (module docstring).
 
   Args:
     main: the script's body; returns its exit status (None means 0).
     config: the ``--config`` flag holder, for ``--print_config``.
+    positional: the name of the positional arguments the script takes (e.g. ``"workdirs"``):
+      ``main`` is then called with their list; None: positional arguments are a user error.
   """
 
   def absl_main(argv: Sequence[str]) -> int:
-    if len(argv) > 1:
+    if len(argv) > 1 and positional is None:
       fail(f"unexpected argument(s) {' '.join(argv[1:])!r}: this script takes only --flags "
            "(see --help)")
     quiet_logging()
@@ -94,7 +106,7 @@ def run(main: Callable[[], int | None], *, config: Any = None) -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     enable_compilation_cache()
     try:
-      status = main()
+      status = main(list(argv[1:])) if positional is not None else main()
     except UserError as e:
       print(error_line(str(e)), file=sys.stderr, flush=True)
       return 1
@@ -102,7 +114,7 @@ def run(main: Callable[[], int | None], *, config: Any = None) -> None:
       return EXIT_INTERRUPTED
     return 0 if status is None else int(status)
 
-  app.run(absl_main)
+  app.run(absl_main, flags_parser=_parse_flags)
 
 
 COMPILATION_CACHE_ENV = "TRAINLAB_COMPILATION_CACHE"

@@ -44,12 +44,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from research import optim
+from research import models, optim
 from research.optim.hyperparams import find_hyperparams_state
 from research.train.evaluation import evaluate
-from research.train.experiment import Experiment, build_experiment, init_state
+from research.train.experiment import Experiment, build_experiment
 from research.train.losses import l2_penalty
-from research.train.state import TrainState, epoch_permutation
+from research.train.state import TrainState, epoch_permutation, make_init
 from research.train.steps import make_eval_step, make_train_step
 
 #: Optimizer fields that may differ between members (they are hyperparameters in the state).
@@ -198,13 +198,41 @@ def init_members(experiment: Experiment, configs: Sequence[ml_collections.Config
                  the_plan: Plan) -> TrainState:
   """The stacked initial state: member k from ``configs[k]`` (seed, init), with its own
   optimizer hyperparameters written into the optimizer state."""
-  state = stack([init_state(experiment, config=c) for c in configs])
+  state = _init_stacked(experiment, configs)
   # Only the values the rule keeps in its state and no schedule overwrites (Adam has no mu).
   held = find_hyperparams_state(unstack(state.opt_state, 0))
   settable = set(held.hyperparams) - set(held.hyperparams_states)
   return state.replace(opt_state=optim.init_population(experiment.tx, state.params, {
       name: jnp.asarray(values) for name, values in the_plan.hyperparams.items()
       if name in settable}))
+
+
+def _init_stacked(experiment: Experiment, configs: Sequence[ml_collections.ConfigDict]
+                  ) -> TrainState:
+  """Every member's initial state, stacked: the members that share their initialization
+  settings (``model.init``, ``output_scale``, averaging) are one vmapped init over their seeds,
+  compiled once, instead of one compiled init per member."""
+  groups: dict[str, list[int]] = {}
+  for index, config in enumerate(configs):
+    key = json.dumps([config.model.to_dict(), config.averaging.to_dict()], sort_keys=True,
+                     default=str)
+    groups.setdefault(key, []).append(index)
+  dataset = experiment.dataset
+  stacked = []
+  for indices in groups.values():
+    config = configs[indices[0]]
+    model = models.create_model(config.model, dataset.num_classes, dataset.image_shape)
+    init = make_init(config, model, experiment.tx, dataset.input_shape,
+                     experiment.steps_per_epoch)
+    keys = jnp.stack([jax.random.PRNGKey(int(configs[i].seed)) for i in indices])
+    stacked.append((indices, jax.jit(jax.vmap(init))(keys)))
+  if len(stacked) == 1:
+    return stacked[0][1]
+  members: list[Any] = [None] * len(configs)
+  for indices, group in stacked:
+    for position, index in enumerate(indices):
+      members[index] = unstack(group, position)
+  return stack(members)
 
 
 def make_member_step(train_step: Callable, l2_varies: bool, dropout_varies: bool) -> Callable:

@@ -7,7 +7,7 @@ checkpoint continues bit for bit, and a stack of states can be ``vmap``-ped (K s
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.struct
 import jax
@@ -37,15 +37,15 @@ def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
   return np.random.default_rng([int(seed), int(epoch)]).permutation(int(n))
 
 
-def create_train_state(config: Any, model, tx, rng: jax.Array, dataset_or_shape: Any,
-                       steps_per_epoch: int | None = None) -> TrainState:
-  """A fresh state: parameters initialized from ``rng``, optimizer and averages started.
+def make_init(config: Any, model, tx, dataset_or_shape: Any,
+              steps_per_epoch: int | None = None) -> Callable[[jax.Array], TrainState]:
+  """``init(rng) -> TrainState``: a fresh state, parameters initialized from ``rng``, optimizer
+  and averages started (pure: jit it, or vmap it over a stack of keys).
 
   Args:
     config: experiment config (reads ``config.averaging`` and ``config.train.batch_size``).
     model: the linen module.
     tx: the update rule (``optax.GradientTransformation``).
-    rng: PRNG key of the run (``jax.random.PRNGKey(config.seed)``).
     dataset_or_shape: a ``research.data.Dataset`` (its ``input_shape``) or one example's shape.
     steps_per_epoch: for the Polyak start step; default from the data set and batch size.
   """
@@ -65,7 +65,15 @@ def create_train_state(config: Any, model, tx, rng: jax.Array, dataset_or_shape:
                       rng=run_rng, averages=init_averages_from_config(params, averaging_cfg,
                                                                       polyak_steps))
 
-  # One compiled program instead of dozens of eager initializer ops (each one a compilation).
-  # Its outputs are distinct buffers, as the donating train step needs (XLA refuses to donate a
-  # buffer that appears twice in the state).
-  return jax.jit(init)(rng)
+  return init
+
+
+def create_train_state(config: Any, model, tx, rng: jax.Array, dataset_or_shape: Any,
+                       steps_per_epoch: int | None = None) -> TrainState:
+  """A fresh state: ``make_init(...)(rng)`` as one compiled program (see :func:`make_init`).
+
+  One program instead of dozens of eager initializer ops (each one a compilation). Its outputs
+  are distinct buffers, as the donating train step needs (XLA refuses to donate a buffer that
+  appears twice in the state).
+  """
+  return jax.jit(make_init(config, model, tx, dataset_or_shape, steps_per_epoch))(rng)
