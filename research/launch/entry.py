@@ -82,6 +82,11 @@ def _parse_flags(argv: list[str]) -> list[str]:
     return flags.FLAGS(argv)
   except flags.Error as e:
     fail(f"{e}; see --help")
+  except SystemExit as e:
+    # absl prints --help and exits with 1, the status of a user mistake here: asking for help
+    # is not one.
+    asked = {"--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml"} & set(argv[1:])
+    raise SystemExit(0 if asked and e.code == 1 else e.code) from None
 
 
 def run(main: Callable[..., int | None], *, config: Any = None,
