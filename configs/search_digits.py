@@ -43,7 +43,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.search = ml_collections.ConfigDict()
   config.search.name = "search_digits"
-  config.search.storage = ""          # '' = <search_dir>/study.db; SQLAlchemy URL; journal:<path>
+  config.search.storage = ""          # '' = <search_dir>/study.db; postgresql://...; journal:<path>
   config.search.method = "random"     # random | grid (to compare) | halton | sobol
   config.search.seed = 0              # seeds the sampling of the points
   config.search.space = ml_collections.ConfigDict({
@@ -64,8 +64,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.search.num_workers = 2
   config.search.population = 1        # trials per worker trained at once (jax.vmap)
   config.search.trainer = "research.train:train_and_evaluate"
-  config.search.heartbeat_s = 10.0
+  config.search.heartbeat_s = 10.0    # each worker records a heartbeat of its trials this often
   config.search.grace_s = 300.0       # a trial without heartbeat for this long is failed
+  config.search.pid_check = True      # a dead worker pid on the master's host fails its trial at
+                                      # once (False: workers in other PID namespaces, containers)
   config.search.max_retries = 1       # re-runs of a trial whose worker died
   config.search.max_worker_restarts = 2
   config.search.report_top_k = 5

@@ -3,46 +3,52 @@ r"""Hyperparameter search: master of a coarse-to-fine search with local workers.
     python scripts/search.py                                   # small search on digits, 2 workers
     python scripts/search.py --config=configs/search_digits.py --search_dir=/tmp/s \
         --config.search.num_workers=3 --config.search.stage_trials="(24,8,4)"
+    python scripts/search.py --config.search.storage=postgresql://postgres@127.0.0.1:5433/search
 
-Stopping it (Ctrl-C, or SIGTERM from a scheduler) stops its local workers; their running trials
-are failed and retried, and running it again with the same --search_dir continues the search.
-Prints the ranked table, the border warnings and the figure paths; everything is also in
-<search_dir>/results.txt, the trials in <search_dir>/trials (``ls | sort`` ranks them), the store
-in <search_dir>/study.db.
+The whole config is checked first: a bad value is one line on stderr and exit status 1, before
+anything runs or is written. One master per search: a second one on the same search dir (or the
+same search in the same store) exits with status 1 and names the master that holds it.
+Stopping it (Ctrl-C, or SIGTERM from a scheduler) stops its local workers (exit status 130);
+their running trials are failed and retried, and running it again with the same --search_dir
+continues the search. Prints the ranked table, the border warnings and the figure paths;
+everything is also in <search_dir>/results.txt and <search_dir>/trials.csv, the trials in
+<search_dir>/trials (``ls | sort`` ranks them), the store in <search_dir>/study.db by default.
+Exit status 2: the search could not go on (every local worker died; see the worker logs).
+See research/search/README.md.
 """
 from __future__ import annotations
 
 import os
-import signal
+import sys
 
-from absl import app, flags
+from absl import flags
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from research import launch
 
-from research.launch import default_config, define_config_file  # noqa: E402
-
-_CONFIG = define_config_file(default_config("search_digits.py"),
-                             "Search config.")
+_CONFIG = launch.define_config_file(launch.default_config("search_digits.py"), "Search config.")
 _SEARCH_DIR = flags.DEFINE_string("search_dir", "/tmp/search_digits", "Search directory.")
 
 
-def _stop_on_sigterm(signum, frame):
-  # A scheduler's SIGTERM must run the master's cleanup (stop the local workers) like Ctrl-C does.
-  del signum, frame
-  raise KeyboardInterrupt
+def main() -> int:
+  from research.search import lock, master, validate  # noqa: PLC0415 (after flag parsing)
+  config = _CONFIG.value
+  search_dir = launch.checked_workdir(_SEARCH_DIR.value, "--search_dir")
+  plan = launch.validated(validate.validate_search_config, config, search_dir)
 
+  def log(message: str) -> None:
+    print(message, flush=True)
 
-def main(argv):
-  del argv
-  signal.signal(signal.SIGTERM, _stop_on_sigterm)
-  from research.search import master
   try:
-    report = master.run_search(_CONFIG.value, _SEARCH_DIR.value,
-                               log=lambda m: print(m, flush=True))
+    report = master.run_search(config, search_dir, log=log, plan=plan)
+  except lock.SearchLocked as e:
+    raise launch.UserError(str(e)) from None
+  except master.SearchFailed as e:
+    print(launch.error_line(str(e)), file=sys.stderr, flush=True)
+    return launch.EXIT_FAILED
   except KeyboardInterrupt:
     print(f"\n[master] stopped; local workers stopped, their running trials will be retried. "
-          f"Continue with the same command (--search_dir={_SEARCH_DIR.value}).", flush=True)
-    return 130
+          f"Continue with the same command (--search_dir={search_dir}).", flush=True)
+    return launch.EXIT_INTERRUPTED
   print("\n" + report.table)
   print("\nborder warnings:" if report.warnings else "\nborder warnings: none")
   for line in report.warnings:
@@ -50,7 +56,9 @@ def main(argv):
   for path in report.figures:
     print(f"figure: {path}")
   print(f"results: {os.path.join(report.search_dir, 'results.txt')}")
+  print(f"trials: {os.path.join(report.search_dir, 'trials.csv')}")
+  return launch.EXIT_OK
 
 
 if __name__ == "__main__":
-  app.run(main)
+  launch.run(main, config=_CONFIG)

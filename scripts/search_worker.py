@@ -5,20 +5,20 @@ r"""A search worker: keeps taking trials from the shared store and training them
 
 The master (scripts/search.py) starts local workers itself and prints this command for other
 machines; the store (``--storage``: sqlite:///..., postgresql://..., journal:<path>) and the
-search dir must be reachable from there. The worker exits when the master marks the search
-finished (or after --idle_timeout seconds with nothing to do).
+search dir must be reachable from there. The worker checks everything first (the store exists,
+the search is in it, its config is valid): a problem is one line on stderr and exit status 1.
+It exits when the master marks the search finished (or after --idle_timeout seconds with
+nothing to do); Ctrl-C / SIGTERM stop it (status 130) and the master fails and retries the trial
+it was running. See research/search/README.md.
 """
 from __future__ import annotations
 
-import os
+from absl import flags
 
-from absl import app, flags, logging
+from research import launch
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-_STORAGE = flags.DEFINE_string("storage", None, "Store URL (as printed by the master).",
-                               required=True)
-_SEARCH = flags.DEFINE_string("search", None, "Search name (config.search.name).", required=True)
+_STORAGE = flags.DEFINE_string("storage", None, "Store URL (as printed by the master).")
+_SEARCH = flags.DEFINE_string("search", None, "Search name (config.search.name).")
 _SEARCH_DIR = flags.DEFINE_string("search_dir", None, "Search dir (default: the master's).")
 _POPULATION = flags.DEFINE_integer("population", 1, "Trials trained at once (jax.vmap).")
 _IDLE = flags.DEFINE_float("idle_timeout", 600.0, "Exit after this long with nothing to do.")
@@ -27,16 +27,29 @@ _EXIT_WHEN_IDLE = flags.DEFINE_bool("exit_when_idle", False,
                                     "Exit as soon as no trial is waiting.")
 
 
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
-  from research.search import worker
-  ran = worker.serve(_STORAGE.value, _SEARCH.value, search_dir=_SEARCH_DIR.value,
-                     population=_POPULATION.value, poll_s=_POLL.value,
+def _check_flags() -> None:
+  for name, flag in (("storage", _STORAGE), ("search", _SEARCH)):
+    if not (flag.value or "").strip():
+      raise launch.UserError(f"--{name} is required: the master (scripts/search.py) prints the "
+                             "worker command with --storage and --search")
+  if _POPULATION.value < 1:
+    raise launch.UserError(f"--population={_POPULATION.value} must be >= 1")
+  for name, flag in (("idle_timeout", _IDLE), ("poll", _POLL)):
+    if not flag.value > 0:
+      raise launch.UserError(f"--{name}={flag.value} must be > 0 (seconds)")
+
+
+def main() -> int:
+  from research.search import study, worker  # noqa: PLC0415 (after flag parsing)
+  _check_flags()
+  url = launch.validated(study.storage_url, _STORAGE.value, _SEARCH_DIR.value or ".")
+  handle = launch.validated(worker.open_search, url, _SEARCH.value, _SEARCH_DIR.value)
+  ran = worker.serve(url, _SEARCH.value, population=_POPULATION.value, poll_s=_POLL.value,
                      idle_timeout_s=_IDLE.value, exit_when_idle=_EXIT_WHEN_IDLE.value,
-                     log=lambda m: print(m, flush=True))
+                     log=lambda m: print(m, flush=True), handle=handle)
   print(f"[worker] done: {ran} trials", flush=True)
+  return launch.EXIT_OK
 
 
 if __name__ == "__main__":
-  app.run(main)
+  launch.run(main)

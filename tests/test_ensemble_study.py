@@ -67,7 +67,7 @@ def test_json_writer_turns_nan_into_null(tmp_path):
 @pytest.mark.parametrize("override, message", [
     ("--config.ensemble.num_members=0", "config.ensemble.num_members=0 must be an integer >= 1."),
     ("--config.ensemble.kinds=bagging", "config.ensemble.kinds='bagging' has unknown or no kinds "
-                                        "['bagging']; known: seeds, checkpoints, averages, topk."),
+                                        "['bagging']; known: seeds, checkpoints, averages, topk"),
     ("--config.distill.alpha=2.0", "config.distill.alpha=2.0 must be in [0, 1]."),
 ])
 def test_bad_study_config_is_one_line_and_writes_nothing(tmp_path, override, message):

@@ -1,11 +1,10 @@
 """Workers and the master on one SQLite store: unique trials, no lost results, killed workers.
 
-The worker processes train with ``fake_train`` (below; importable by the subprocesses through
-PYTHONPATH): a deterministic accuracy per learning rate, a short sleep per epoch, no JAX, so
-these tests exercise the store, the queue and the processes, not training.
+The worker processes train with ``research.search.synthetic:train``: a deterministic accuracy
+per learning rate, a short sleep per epoch (``config.synthetic.epoch_s``), no JAX, so these tests
+exercise the store, the queue and the processes, not training.
 """
 import json
-import math
 import os
 import signal
 import subprocess
@@ -15,41 +14,16 @@ import time
 import ml_collections
 import pytest
 
+from research.search.synthetic import accuracy as fake_accuracy
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "scripts", "search_worker.py")
-
-
-class DivergenceError(RuntimeError):
-  """Named like research.train's, so the worker reports 'diverged'."""
-
-
-def fake_accuracy(learning_rate: float, epoch: int) -> float:
-  """Peaks at lr = 1e-2; rises with the epoch."""
-  return (1.0 - 0.1 * abs(math.log10(learning_rate) + 2.0)) * (1.0 - 0.5 ** epoch)
-
-
-def fake_train(config, workdir, *, on_epoch_end=None):
-  """Stand-in for research.train.train_and_evaluate (same calling convention)."""
-  lr = float(config.optimizer.learning_rate)
-  if lr > 1.0:
-    raise DivergenceError(f"training diverged in epoch 1: lr {lr}")
-  history = []
-  for epoch in range(int(config.train.num_epochs)):
-    time.sleep(float(config.fake_sleep))
-    record = {"epoch": epoch + 1, "val_accuracy": fake_accuracy(lr, epoch + 1),
-              "train_loss": 1.0 / (epoch + 1), "val_loss": 1.2 / (epoch + 1)}
-    history.append(record)
-    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
-      f.write(json.dumps(record) + "\n")
-    if on_epoch_end is not None and on_epoch_end(epoch, record):
-      break
-  return history
 
 
 def _config(num_trials: int, epochs: int, sleep: float, lr_range=(1e-4, 1e-1)):
   config = ml_collections.ConfigDict()
   config.seed = 0
-  config.fake_sleep = sleep
+  config.synthetic = ml_collections.ConfigDict({"epoch_s": sleep})
   config.optimizer = ml_collections.ConfigDict({"learning_rate": 1e-3})
   config.train = ml_collections.ConfigDict({"num_epochs": 1})
   config.search = ml_collections.ConfigDict({
@@ -58,7 +32,7 @@ def _config(num_trials: int, epochs: int, sleep: float, lr_range=(1e-4, 1e-1)):
                                   "high": lr_range[1], "scale": "log"}},
       "stage_epochs": (epochs,), "stage_trials": (num_trials,), "top_k": 2, "pad": 0.1,
       "border_fraction": 0.1, "pruner": "none", "num_workers": 0,
-      "trainer": "test_search_workers:fake_train", "heartbeat_s": 0.5, "grace_s": 60.0,
+      "trainer": "research.search.synthetic:train", "heartbeat_s": 0.5, "grace_s": 60.0,
       "max_retries": 1})
   return config
 
@@ -138,7 +112,8 @@ def test_killed_worker_loses_only_its_trial(tmp_path):
   survivor = _start_worker(search_dir, opened.url)
   victim.send_signal(signal.SIGKILL)
   victim.wait(timeout=10)
-  master.watch_stage(study, None, config.search, log=lambda _: None, poll_s=0.2)
+  master.watch_stage(study, None, config.search, log=lambda _: None, poll_s=0.2,
+                     search_dir=search_dir)
   opened.study.set_user_attr("finished", True)
   assert survivor.wait(timeout=30) == 0  # the other worker went on and left when told
   trials = study.get_trials()
@@ -151,25 +126,49 @@ def test_killed_worker_loses_only_its_trial(tmp_path):
   others = [t for t in trials if t.number != killed]
   assert len(others) == 5 and all(t.state == TrialState.COMPLETE for t in others)
   assert study_lib.counts(study)["COMPLETE"] == 5
-  # the killed trial's folder stays as it was left (running_...), the others are ranked
+  # the killed trial's folder is renamed after its outcome, with the reason in its trial.json;
+  # the others are ranked
   folders = os.listdir(os.path.join(search_dir, "trials"))
-  assert f"running_s0_t{killed:04d}" in folders
+  assert f"fail_s0_t{killed:04d}" in folders and not [f for f in folders if "running" in f]
+  with open(os.path.join(search_dir, "trials", f"fail_s0_t{killed:04d}", "trial.json")) as f:
+    info = json.load(f)
+  assert info["state"] == "FAIL" and info["fail_reason"] == dead.user_attrs["fail_reason"]
   assert sum(f.startswith("acc") for f in folders) == 5
 
 
-def test_stale_heartbeat_from_another_machine_fails_the_trial(tmp_path):
-  from optuna.trial import TrialState
-  from research.search import study as study_lib
+def _age_heartbeat(storage, trial_id, seconds):
+  """Moves a running trial's last heartbeat ``seconds`` into the past (Optuna's heartbeat row on
+  SQL stores, the ``heartbeat`` user attribute on the journal store)."""
+  import datetime  # noqa: PLC0415
+  from optuna.storages._rdb import models  # noqa: PLC0415
+  from research.search import study as study_lib  # noqa: PLC0415
+  backend = study_lib.rdb_backend(storage)
+  if backend is None:
+    storage.set_trial_user_attr(trial_id, "heartbeat", time.time() - seconds)
+    return
+  session = backend.scoped_session()
+  row = session.query(models.TrialHeartbeatModel).filter_by(trial_id=trial_id).one()
+  row.heartbeat = row.heartbeat - datetime.timedelta(seconds=seconds)
+  session.commit()
+  session.close()
+
+
+@pytest.mark.parametrize("store", ["sqlite", "journal"])
+def test_stale_heartbeat_from_another_machine_fails_the_trial(tmp_path, store):
+  from optuna.trial import TrialState  # noqa: PLC0415
+  from research.search import study as study_lib  # noqa: PLC0415
   config = _config(num_trials=2, epochs=1, sleep=0.0)
-  _, _, study = _prepare(tmp_path, config)
+  if store == "journal":
+    config.search.storage = f"journal:{tmp_path}/search.journal"
+  _, opened, study = _prepare(tmp_path, config)
   trial = study_lib.pop_trial(study)
   trial.set_user_attr("worker", "elsewhere:123")
-  trial.set_user_attr("heartbeat", time.time() - 100)
+  _age_heartbeat(opened.storage, trial._trial_id, 100)
   assert study_lib.fail_dead_trials(study, grace_s=1000) == []
   assert study_lib.fail_dead_trials(study, grace_s=60) == [trial.number]
   frozen = study.get_trials()[trial.number]
   assert frozen.state == TrialState.FAIL
-  assert frozen.user_attrs["fail_reason"].startswith("no heartbeat from worker elsewhere:123")
+  assert frozen.user_attrs["fail_reason"].startswith("no heartbeat from worker elsewhere:123 for 1")
 
 
 def test_storage_urls(tmp_path):
@@ -177,7 +176,9 @@ def test_storage_urls(tmp_path):
   d = str(tmp_path)
   assert study_lib.storage_url("", d) == f"sqlite:///{d}/study.db"
   assert study_lib.storage_url("journal:rel.log", d) == "journal:" + os.path.abspath("rel.log")
-  assert study_lib.storage_url("postgresql://u@h/db", d) == "postgresql://u@h/db"
+  # postgresql:// means psycopg 3 (the [postgres] extra), not SQLAlchemy's default psycopg2
+  assert study_lib.storage_url("postgresql://u@h/db", d) == "postgresql+psycopg://u@h/db"
+  assert study_lib.storage_url("postgresql+psycopg2://u@h/db", d) == "postgresql+psycopg2://u@h/db"
   with pytest.raises(ValueError, match="storage='study' is neither"):
     study_lib.storage_url("study", d)
   # the journal store works as a drop-in: claims are unique there too

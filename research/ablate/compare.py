@@ -81,7 +81,8 @@ def _normal(value: Any) -> Any:
   return value
 
 
-def _read_json(path: str) -> Any:
+def read_json(path: str) -> Any:
+  """The JSON in ``path``, or None when it is missing or unreadable."""
   try:
     with open(path) as f:
       return json.load(f)
@@ -109,9 +110,9 @@ def read_run(workdir: str) -> Run:
   if not is_run(workdir):
     raise ValueError(f"{workdir} is not a run's workdir (it has none of "
                      f"{', '.join(_RUN_FILES)})")
-  summary = _read_json(os.path.join(workdir, "summary.json"))
+  summary = read_json(os.path.join(workdir, "summary.json"))
   summary = summary if isinstance(summary, dict) else None
-  config = (summary or {}).get("config") or _read_json(os.path.join(workdir, "config.json")) or {}
+  config = (summary or {}).get("config") or read_json(os.path.join(workdir, "config.json")) or {}
   rows = writer_lib.epoch_records(writer_lib.read_metrics(workdir), "val_accuracy")
   curves = {key: records_lib.series(rows, key) for key in CURVES}
   train_epochs, train_losses = records_lib.series(rows, "train_loss")

@@ -28,6 +28,7 @@ import shutil
 import time
 from typing import Any, Callable, NamedTuple, Sequence
 
+from research.ablate.compare import read_json
 from research.ablate.grid import Variant
 from research.ablate.plan import MEMBERS, Unit
 
@@ -52,17 +53,9 @@ def variant_workdir(root: str, variant: Variant) -> str:
   return os.path.join(root, variant.name)
 
 
-def _read_json(path: str) -> Any:
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
-
-
 def finished_status(workdir: str, config: Any) -> str | None:
   """The summary status when the variant in ``workdir`` needs no more training, else None."""
-  summary = _read_json(os.path.join(workdir, SUMMARY_FILE))
+  summary = read_json(os.path.join(workdir, SUMMARY_FILE))
   if not isinstance(summary, dict) or summary.get("status") not in FINISHED:
     return None
   if summary["status"] == "done" and summary.get("num_epochs") != int(config.train.num_epochs):

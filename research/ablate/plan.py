@@ -17,6 +17,7 @@ import json
 from typing import NamedTuple, Sequence
 
 from research.ablate.grid import Variant
+from research.launch.config_tree import flatten_config
 
 MEMBERS = "members"
 SINGLE = "single"
@@ -29,21 +30,10 @@ class Unit(NamedTuple):
   why: str = ""                   # why a group of two or more is not stacked (empty otherwise)
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
-  out = {}
-  for key, value in tree.items():
-    path = f"{prefix}{key}"
-    if isinstance(value, dict):
-      out.update(_flatten(value, path + "."))
-    else:
-      out[path] = list(value) if isinstance(value, tuple) else value
-  return out
-
-
 def shared_key(variant: Variant) -> str:
   """The part of a variant's config that members of one program must share (as JSON)."""
   from research.train.members import VARYING_PATHS
-  flat = _flatten(variant.config.to_dict())
+  flat = flatten_config(variant.config.to_dict(), tuples_as_lists=True)
   return json.dumps({k: v for k, v in flat.items() if k not in VARYING_PATHS}, sort_keys=True,
                     default=repr)
 

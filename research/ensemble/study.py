@@ -31,6 +31,7 @@ from typing import Any, Callable
 import numpy as np
 
 from research.ensemble import report, seeds as seeds_lib, snapshots, workdirs
+from research.launch.config_tree import parse_choices
 from research.ensemble.combine import member_metrics
 from research.ensemble.members import member_logits
 
@@ -41,12 +42,7 @@ Log = Callable[[str], None]
 
 def parse_kinds(text: str) -> list[str]:
   """``"seeds,topk"`` -> ``["seeds", "topk"]``; unknown or no kinds raise ``ValueError``."""
-  kinds = [k.strip() for k in str(text).split(",") if k.strip()]
-  unknown = [k for k in kinds if k not in KINDS]
-  if unknown or not kinds:
-    raise ValueError(f"config.ensemble.kinds={text!r} has unknown or no kinds {unknown}; "
-                     f"known: {', '.join(KINDS)}.")
-  return kinds
+  return parse_choices("ensemble.kinds", text, KINDS, "kinds")
 
 
 def _integer(name: str, value: Any, low: int) -> int:
@@ -211,16 +207,22 @@ def run_study(config: Any, workdir: str, log: Log = print) -> dict:
     out["distillation"] = distill_from_members(config, members_by_kind["seeds"], dataset,
                                                log=log)
 
-  text = report.format_report(results) + _extra_text(out)
-  log(text)
-  with open(os.path.join(workdir, "ensemble.txt"), "w") as f:
-    f.write(text)
-  report.write_json(out, os.path.join(workdir, "ensemble.json"))
-  fig = report.accuracy_vs_k_figure(
-      results, os.path.join(workdir, "figures", "ensemble_accuracy_vs_k.png"),
-      title=f"{config.data.name} {config.model.name}: ensemble accuracy vs members")
-  log(f"wrote {os.path.join(workdir, 'ensemble.json')} and {fig}")
+  _write(workdir, "ensemble", out, report.format_report(results) + _extra_text(out), log,
+         lambda path: report.accuracy_vs_k_figure(
+             results, path, title=f"{config.data.name} {config.model.name}: ensemble accuracy "
+             "vs members"), "ensemble_accuracy_vs_k.png")
   return out
+
+
+def _write(workdir: str, name: str, record: dict, text: str, log: Log,
+           figure: Callable[[str], str], figure_name: str) -> None:
+  """``<name>.txt`` (the tables, also logged), ``<name>.json`` and ``figures/<figure_name>``."""
+  log(text)
+  with open(os.path.join(workdir, f"{name}.txt"), "w") as f:
+    f.write(text)
+  report.write_json(record, os.path.join(workdir, f"{name}.json"))
+  path = figure(os.path.join(workdir, "figures", figure_name))
+  log(f"wrote {os.path.join(workdir, name + '.json')} and {path}")
 
 
 def _fmt(value: float, digits: int = 2) -> str:
@@ -263,13 +265,8 @@ def run_repeats(config: Any, workdir: str, log: Log = print) -> dict:
     log(f"=== repeat {r + 1}/{repeats}: seed {cfg.seed} ===")
     outs.append(run_study(cfg, os.path.join(workdir, f"rep_{r}"), log))
   summary = report.aggregate(outs)
-  text = report.format_summary(summary)
-  log(text)
-  with open(os.path.join(workdir, "summary.txt"), "w") as f:
-    f.write(text)
-  report.write_json(summary, os.path.join(workdir, "summary.json"))
-  fig = report.mean_accuracy_vs_k_figure(
-      summary, os.path.join(workdir, "figures", "ensemble_accuracy_vs_k_mean.png"),
-      title=f"{config.data.name} {config.model.name}: mean over {repeats} repeats")
-  log(f"wrote {os.path.join(workdir, 'summary.json')} and {fig}")
+  _write(workdir, "summary", summary, report.format_summary(summary), log,
+         lambda path: report.mean_accuracy_vs_k_figure(
+             summary, path, title=f"{config.data.name} {config.model.name}: mean over "
+             f"{repeats} repeats"), "ensemble_accuracy_vs_k_mean.png")
   return summary

@@ -47,6 +47,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from research.launch.config_tree import flatten_config  # noqa: F401 - part of this API
+
 from research.monitor import events as events_lib
 
 METRICS_FILE = "metrics.jsonl"
@@ -439,21 +441,6 @@ class MetricsWriter:
 
   def __exit__(self, *exc) -> None:
     self.close()
-
-
-def flatten_config(config: Any, prefix: str = "") -> dict[str, Any]:
-  """``{'optimizer.learning_rate': 0.001, 'model.hidden_sizes': (256, 256), ...}`` from a nested
-  ``ConfigDict`` or mapping (the hyperparameters for :meth:`MetricsWriter.write_hparams`)."""
-  if hasattr(config, "to_dict"):
-    config = config.to_dict()
-  out: dict[str, Any] = {}
-  for key, value in config.items():
-    name = f"{prefix}{key}"
-    if hasattr(value, "to_dict") or isinstance(value, Mapping):
-      out.update(flatten_config(value, name + "."))
-    else:
-      out[name] = value
-  return out
 
 
 def jax_to_numpy(tree: Any) -> Any:

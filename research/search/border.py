@@ -1,9 +1,10 @@
 """Best value on the border: warn when the best trials sit near an edge of a hyperparameter's range.
 
-If the best value of a hyperparameter lies in the outer ``fraction`` (default 10%) of its range,
-measured on the parameter's own scale (``u < fraction`` or ``u > 1 - fraction``, see
-``space.py``), the optimum may lie outside the range: the search should be re-run with the range
-widened in that direction. The rule looks at the best trial and reports how many of the ``top_k``
+If the best value of a hyperparameter lies in the outer ``fraction`` (default 10%) of its
+configured range, measured on the parameter's own scale (``u < fraction`` or
+``u > 1 - fraction``, see ``space.py``), the optimum may lie outside the range: the search should
+be re-run with the range widened in that direction (the suggested bound is always outside the
+configured range). The rule looks at the best trial and reports how many of the ``top_k``
 best share that edge.
 """
 from __future__ import annotations
@@ -44,7 +45,9 @@ def border_warnings(space: Space, points: Sequence[Mapping[str, float]], scores:
   """One :class:`BorderWarning` per hyperparameter whose best value is within ``fraction`` of an edge.
 
   Args:
-    space: the ranges the trials were drawn from.
+    space: the CONFIGURED ranges (``config.search.space``), also for the trials of a narrowed
+      stage: the advice is about the range the user sets, so it never suggests a bound inside it
+      (a narrowed stage's edge is no reason to widen anything).
     points: the finished trials' hyperparameters; scores: their validation accuracies.
     fraction: width of the edge band on the parameter's scale, in (0, 0.5).
     top_k: how many best trials to count in the band (the report's "k of the top n").
@@ -66,7 +69,9 @@ def border_warnings(space: Space, points: Sequence[Mapping[str, float]], scores:
       # half the current width further out on the scale, when that is still a valid value
       # (always on the log scale and upward on one-minus-log; never assumed on the linear one)
       suggestion = float(param.from_unit(-0.5 if side == "low" else 1.5))
-      if param.scale == "linear" or (param.scale == "one_minus_log" and suggestion < 0):
+      widens = suggestion < param.low if side == "low" else suggestion > param.high
+      if param.scale == "linear" or (param.scale == "one_minus_log" and suggestion < 0) or not (
+          widens):
         suggestion = None
       warnings.append(BorderWarning(
           name=param.name, side=side, value=float(top[0][param.name]), low=param.low,

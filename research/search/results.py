@@ -5,7 +5,9 @@
 * :func:`ranked_table` formats them best first.
 * :func:`plot_accuracy_vs_params`: validation accuracy against each hyperparameter on its own scale
   (log axis for ``log``; ``1 - x`` on a reversed log axis for ``one_minus_log``), one panel each,
-  coloured by stage, the configured range's edge bands shaded.
+  coloured by stage, failed trials as red crosses below the lowest accuracy (a learning-rate
+  cliff shows), the configured range's edge bands shaded.
+* :func:`write_csv`: every trial as a row of ``<search_dir>/trials.csv``.
 * :func:`plot_loss_curves`: training and validation loss per epoch of the best trials.
 * :func:`top_trials` ranks the trial folders on disk alone (no store needed): what the ensemble
   capability uses to build a top-k ensemble. A folder with an unreadable ``trial.json`` or a
@@ -16,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import optuna
 
@@ -35,6 +37,8 @@ class TrialRow(NamedTuple):
   params: dict[str, float]
   workdir: str | None        # folder name under <search_dir>/trials
   fail_reason: str | None
+  seed: int | None = None
+  retry_of: int | None = None  # the trial (of the same stage) this one re-runs
 
 
 def collect(storage: optuna.storages.BaseStorage, search_name: str, num_stages: int
@@ -48,9 +52,22 @@ def collect(storage: optuna.storages.BaseStorage, search_name: str, num_stages: 
     spaces.append(Space.from_dict(study.user_attrs["space"]))
     for t in study.get_trials(deepcopy=False):
       params = dict(t.params) or dict(t.user_attrs.get("point", {}))
+      workdir = t.user_attrs.get("workdir")
+      if workdir is None and t.state.name == "FAIL":  # failed by the master: its folder's name
+        workdir = trials_lib.final_name("FAIL", stage, t.number, None)
       rows.append(TrialRow(stage, t.number, t.state.name, t.value, len(t.intermediate_values),
-                           params, t.user_attrs.get("workdir"), t.user_attrs.get("fail_reason")))
+                           params, workdir, t.user_attrs.get("fail_reason"),
+                           t.user_attrs.get("seed"), t.user_attrs.get("retry_of")))
   return rows, spaces
+
+
+#: The trials table written next to ``results.txt``.
+CSV_FILE = "trials.csv"
+#: Its columns (the hyperparameters go between ``epochs`` and ``seed``).
+CSV_COLUMNS = ["stage", "trial", "state", "val_accuracy", "epochs", "seed", "retry_of", "folder",
+               "fail_reason"]
+#: The legend entry of failed trials in the accuracy figure.
+FAILED_LABEL = "failed (diverged, crashed or worker died)"
 
 
 def ranked(rows: Sequence[TrialRow], states: Sequence[str] = ("COMPLETE",)) -> list[TrialRow]:
@@ -87,14 +104,26 @@ def _axis_values(param, values):
   return [1.0 - v for v in values] if param.scale == "one_minus_log" else list(values)
 
 
-def plot_accuracy_vs_params(rows: Sequence[TrialRow], space: Space, path: str,
-                            border_fraction: float = 0.1) -> str:
-  """Validation accuracy against each hyperparameter on its own scale; returns ``path``."""
+def _failed_y(values: Sequence[float]) -> float:
+  """Where failed trials go: a band just below the lowest accuracy shown."""
+  if not values:
+    return 0.0
+  low, high = min(values), max(values)
+  return low - 0.12 * max(high - low, 0.05)
+
+
+def accuracy_figure(rows: Sequence[TrialRow], space: Space, border_fraction: float = 0.1):
+  """The figure of :func:`plot_accuracy_vs_params` (a matplotlib ``Figure``): one panel per
+  hyperparameter; finished trials as dots, pruned ones as crosses, coloured by stage; failed
+  trials (diverged, crashed, dead worker) as red crosses in a band below the lowest accuracy, so
+  that a learning-rate cliff shows; the configured range's edge bands shaded."""
   import matplotlib  # noqa: PLC0415
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # noqa: PLC0415
   done = ranked(rows, ("COMPLETE", "PRUNED"))
+  failed = [r for r in rows if r.state == "FAIL"]
   stages = sorted({r.stage for r in done})
+  y_failed = _failed_y([r.value for r in done])
   n = len(space)
   fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False)
   cmap = plt.get_cmap("viridis")
@@ -107,6 +136,11 @@ def plot_accuracy_vs_params(rows: Sequence[TrialRow], space: Space, path: str,
           ax.scatter(_axis_values(param, [r.params[param.name] for r in pts]),
                      [r.value for r in pts], color=color, marker=marker, s=22, alpha=0.8,
                      label=f"stage {s}" + (" pruned" if state == "PRUNED" else ""))
+    pts = [r for r in failed if param.name in r.params]
+    if pts:
+      ax.scatter(_axis_values(param, [r.params[param.name] for r in pts]), [y_failed] * len(pts),
+                 color="red", marker="x", s=26, label=FAILED_LABEL)
+      ax.axhline(y_failed, color="red", lw=0.5, alpha=0.3, zorder=0)
     # the edge bands of the configured range, where best values trigger a border warning
     for u0, u1 in ((0.0, border_fraction), (1.0 - border_fraction, 1.0)):
       lo, hi = _axis_values(param, [float(param.from_unit(u0)), float(param.from_unit(u1))])
@@ -120,13 +154,44 @@ def plot_accuracy_vs_params(rows: Sequence[TrialRow], space: Space, path: str,
       ax.set_xlabel(f"{param.name} ({param.scale} scale)")
     ax.set_ylabel("validation accuracy")
     ax.grid(alpha=0.3)
-  axes[0][0].legend(fontsize=7, loc="lower left")
-  fig.suptitle("validation accuracy against each hyperparameter (grey: outer 10% of the range)",
-               fontsize=9)
+  if axes[0][0].get_legend_handles_labels()[0]:
+    axes[0][0].legend(fontsize=7, loc="lower left")
+  fig.suptitle(f"validation accuracy against each hyperparameter (grey: outer "
+               f"{border_fraction:.0%} of the range"
+               + (f"; red x: {len(failed)} failed trials" if failed else "") + ")", fontsize=9)
   fig.tight_layout()
+  return fig
+
+
+def plot_accuracy_vs_params(rows: Sequence[TrialRow], space: Space, path: str,
+                            border_fraction: float = 0.1) -> str:
+  """Validation accuracy against each hyperparameter on its own scale (:func:`accuracy_figure`);
+  returns ``path``."""
+  import matplotlib.pyplot as plt  # noqa: PLC0415
+  fig = accuracy_figure(rows, space, border_fraction)
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   fig.savefig(path, dpi=90)
   plt.close(fig)
+  return path
+
+
+def write_csv(rows: Sequence[TrialRow], names: Sequence[str], path: str) -> str:
+  """Every trial as one CSV row (stage, trial, state, val_accuracy, epochs, each
+  hyperparameter, seed, retry_of, folder, fail_reason), by stage and trial number; returns
+  ``path``. Values are written in full precision (``repr``), empty when absent."""
+  import csv  # noqa: PLC0415
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(CSV_COLUMNS[:5] + list(names) + CSV_COLUMNS[5:])
+    for r in sorted(rows, key=lambda r: (r.stage, r.number)):
+      writer.writerow([r.stage, r.number, r.state, "" if r.value is None else repr(r.value),
+                       r.epochs] + [repr(r.params[n]) if n in r.params else "" for n in names]
+                      + ["" if r.seed is None else r.seed,
+                         "" if r.retry_of is None else r.retry_of, r.workdir or "",
+                         (r.fail_reason or "").splitlines()[0] if r.fail_reason else ""])
+  os.replace(tmp, path)
   return path
 
 
@@ -152,9 +217,9 @@ def read_history(workdir: str) -> list[dict]:
 
 def plot_loss_curves(rows: Sequence[TrialRow], search_dir: str, path: str, k: int = 5) -> str:
   """Training (solid) and validation (dashed) loss per epoch of the ``k`` best trials."""
-  import matplotlib  # noqa: PLC0415
+  import matplotlib
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # noqa: PLC0415
+  import matplotlib.pyplot as plt
   fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
   for i, r in enumerate(ranked(rows)[:k]):
     if not r.workdir:
@@ -175,7 +240,8 @@ def plot_loss_curves(rows: Sequence[TrialRow], search_dir: str, path: str, k: in
   ax_acc.set_ylabel("validation accuracy")
   for ax in (ax_loss, ax_acc):
     ax.grid(alpha=0.3)
-  ax_acc.legend(fontsize=7)
+  if ax_acc.get_legend_handles_labels()[0]:
+    ax_acc.legend(fontsize=7)
   fig.suptitle(f"the {k} best trials", fontsize=9)
   fig.tight_layout()
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -249,7 +315,7 @@ def top_trials(search_dir: str, k: int) -> list[str]:
     raise ValueError(f"k={k!r} must be >= 1.")
   found, problems = scan_trials(search_dir)
   for problem in problems:
-    import warnings  # noqa: PLC0415
+    import warnings
     warnings.warn(problem, RuntimeWarning, stacklevel=2)
   done = [t for t in found if t.state == "COMPLETE" and t.best_val_accuracy is not None]
   done.sort(key=lambda t: (-t.best_val_accuracy, -t.stage, t.number))

@@ -27,6 +27,9 @@ SCALES: tuple[str, ...] = ("linear", "log", "one_minus_log")
 #: The point sets a stage can draw (grid only to compare against random; halton/sobol quasi-random).
 METHODS: tuple[str, ...] = ("random", "grid", "halton", "sobol")
 
+#: The keys of one entry of ``config.search.space``.
+ENTRY_KEYS: tuple[str, ...] = ("path", "low", "high", "scale")
+
 
 class Param(NamedTuple):
   """One searched hyperparameter.
@@ -84,6 +87,11 @@ def make_param(name: str, path: str, low: float, high: float, scale: str = "line
   """
   if scale not in SCALES:
     raise ValueError(f"search space {name!r}: scale={scale!r} is unknown; known: {', '.join(SCALES)}.")
+  for what, value in (("low", low), ("high", high)):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+      raise ValueError(f"search space {name!r}: {what}={value!r} must be a number.")
+    if not math.isfinite(float(value)):
+      raise ValueError(f"search space {name!r}: {what}={value!r} must be finite.")
   low, high = float(low), float(high)
   if not low < high:
     raise ValueError(f"search space {name!r}: low={low!r} must be < high={high!r}.")
@@ -141,13 +149,26 @@ class Space(NamedTuple):
     params = []
     for name in sorted(spec):
       entry = spec[name]
+      if not hasattr(entry, "keys"):
+        raise ValueError(f"search space {name!r}={entry!r} must be a group "
+                         "{path, low, high, scale}.")
       missing = [k for k in ("path", "low", "high") if k not in entry]
       if missing:
         raise ValueError(f"search space {name!r} lacks {', '.join(missing)}; each entry needs "
                          "path, low, high and optionally scale.")
+      unknown = sorted(set(entry.keys()) - set(ENTRY_KEYS))
+      if unknown:
+        raise ValueError(f"search space {name!r} has unknown key {unknown[0]!r}; an entry has "
+                         f"{', '.join(ENTRY_KEYS)}.")
       params.append(make_param(name, entry["path"], entry["low"], entry["high"],
                                entry.get("scale", "linear")))
     return cls(tuple(params))
+
+  def distributions(self) -> dict[str, Any]:
+    """Optuna's distribution of each parameter (``FloatDistribution``, ``log`` on the log scale;
+    one-minus-log is recorded on the linear axis: Optuna has no such scale)."""
+    from optuna.distributions import FloatDistribution  # noqa: PLC0415
+    return {p.name: FloatDistribution(p.low, p.high, log=p.scale == "log") for p in self.params}
 
   def describe(self) -> str:
     return "; ".join(p.describe() for p in self.params)
@@ -176,11 +197,11 @@ def unit_points(method: str, n: int, d: int, seed: int) -> np.ndarray:
     axis = (np.arange(m) + 0.5) / m
     mesh = np.meshgrid(*([axis] * d), indexing="ij")
     return np.stack([g.ravel() for g in mesh], axis=1)
-  from scipy.stats import qmc  # noqa: PLC0415
+  from scipy.stats import qmc
   engine = qmc.Halton(d, seed=seed) if method == "halton" else qmc.Sobol(d, seed=seed)
   if method == "sobol":
     # Sobol is balanced for powers of two; drawing exactly n (any n) is still valid, only warned.
-    import warnings  # noqa: PLC0415
+    import warnings
     with warnings.catch_warnings():
       warnings.simplefilter("ignore", UserWarning)
       return engine.random(n)

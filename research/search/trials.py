@@ -6,7 +6,11 @@ the finished trials (best last; ``sort -r`` for best first)::
 
     acc0.9712_s2_t0003          finished (best validation accuracy over its epochs)
     pruned_acc0.8123_s1_t0007   stopped by the pruner (accuracy when it was stopped)
-    failed_s0_t0011             diverged or crashed (reason in trial.json)
+    fail_s0_t0011               diverged or crashed, or its worker died (reason in trial.json)
+
+A folder still named ``running_...`` belongs to a running trial: when the master fails the trial
+of a dead worker it renames the folder (:func:`mark_failed`), and the retry gets a folder of its
+own (a new trial number).
 
 Each trial folder holds ``trial.json`` (stage, number, hyperparameters, seed, outcome, per-epoch
 history), ``config.json`` (the full experiment config) and whatever the trainer writes
@@ -57,6 +61,31 @@ def finalize_dir(workdir: str, name: str) -> str:
   return target
 
 
+def parse_running_name(name: str) -> tuple[int, int] | None:
+  """``(stage, number)`` of a ``running_s<stage>_t<number>`` folder name, else None."""
+  if not name.startswith("running_s") or "_t" not in name:
+    return None
+  stage, _, number = name[len("running_s"):].partition("_t")
+  return (int(stage), int(number)) if stage.isdigit() and number.isdigit() else None
+
+
+def mark_failed(search_dir: str, stage: int, number: int, reason: str) -> str | None:
+  """Renames the folder of a trial whose worker died (``running_...`` -> ``fail_...``) and records
+  the outcome in its ``trial.json``; returns the new path (None when the folder is absent)."""
+  workdir = running_dir(search_dir, stage, number)
+  if not os.path.isdir(workdir):
+    return None
+  info: dict[str, Any] = {"stage": int(stage), "number": int(number)}
+  try:
+    with open(os.path.join(workdir, TRIAL_FILE)) as f:
+      info.update(json.load(f))
+  except (OSError, ValueError):  # killed before (or while) writing it: the folder still goes
+    pass
+  info.update(state="FAIL", fail_reason=reason)
+  write_json(os.path.join(workdir, TRIAL_FILE), info)
+  return finalize_dir(workdir, final_name("FAIL", stage, number, None))
+
+
 def set_path(config: ml_collections.ConfigDict, path: str, value: Any) -> None:
   """``config.<path> = value`` for a dotted path.
 
@@ -97,7 +126,7 @@ def write_json(path: str, payload: Mapping[str, Any]) -> None:
 
 def _jsonable(value: Any) -> Any:
   try:
-    import numpy as np  # noqa: PLC0415
+    import numpy as np
     if isinstance(value, np.ndarray):
       return value.tolist()
     if isinstance(value, np.generic):

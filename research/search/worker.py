@@ -16,15 +16,20 @@ renamed after the outcome (``trials.py``), so ``ls trials | sort`` ranks the tri
 With ``population=P > 1`` the worker claims up to P trials of one stage at once and trains them
 as one vmapped program (``population.py``).
 
-A background thread refreshes the ``heartbeat`` of the running trials so the master can tell a
-dead worker on another machine (``study.fail_dead_trials``). The worker exits when the master
-marks the search finished, or after ``idle_timeout_s`` with nothing to do.
+The claim is atomic on every store (``study.pop_trial``). A background thread records a
+heartbeat of the running trials every ``heartbeat_s`` so the master can tell a dead worker on
+another machine (``study.fail_dead_trials``); a worker that finds its trial failed meanwhile (its
+heartbeats stopped reaching the store for ``grace_s``) drops the result (``LOST``). The worker
+checks the store, the search and the search's stored config first (``open_search``: one
+``ValueError`` line), and exits when the master marks the search finished, or after
+``idle_timeout_s`` with nothing to do.
 """
 from __future__ import annotations
 
 import importlib
 import json
 import math
+import os
 import threading
 import time
 import traceback
@@ -36,8 +41,9 @@ import optuna
 from research.search import study as study_lib
 from research.search import trials as trials_lib
 from research.search.space import Space
+from research.search.validate import DEFAULTS, search_value, validate_search_config
 
-DEFAULT_TRAINER = "research.train:train_and_evaluate"
+DEFAULT_TRAINER = DEFAULTS["trainer"]
 
 Log = Callable[[str], None]
 
@@ -59,7 +65,9 @@ def resolve_trainer(spec: str) -> Callable[..., Any]:
 
 
 class Heartbeat:
-  """Context manager: a daemon thread stamping ``heartbeat = time.time()`` on running trials."""
+  """Context manager: a daemon thread recording a heartbeat of the running trials every
+  ``interval_s`` (``study.record_heartbeat``: Optuna's on SQL stores, a user attribute on the
+  journal)."""
 
   def __init__(self, storage: optuna.storages.BaseStorage, trial_ids: Sequence[int],
                interval_s: float):
@@ -71,7 +79,7 @@ class Heartbeat:
     while not self._stop.wait(self._interval):
       for trial_id in self._ids:
         try:
-          self._storage.set_trial_user_attr(trial_id, "heartbeat", time.time())
+          study_lib.record_heartbeat(self._storage, trial_id)
         except Exception:  # noqa: BLE001 (finished meanwhile, or the store is busy: next beat)
           pass
 
@@ -91,7 +99,8 @@ class Claimed:
                base_config: ml_collections.ConfigDict, search_dir: str):
     self.study, self.trial, self.stage = study, trial, stage
     space = Space.from_dict(study.user_attrs["space"])
-    # suggest_* returns the enqueued value and records the distribution with the trial.
+    # suggest_* returns the enqueued value (recorded with its distribution by the claim on SQL
+    # stores; recorded here on the journal store).
     self.params = {p.name: trial.suggest_float(p.name, p.low, p.high, log=p.scale == "log")
                    for p in space.params}
     self.seed = int(trial.user_attrs.get("seed", base_config.seed))
@@ -100,7 +109,7 @@ class Claimed:
         base_config, {p.name: p.path for p in space.params}, self.params,
         num_epochs=self.num_epochs, seed=self.seed)
     self.workdir = trials_lib.running_dir(search_dir, stage, trial.number)
-    self.warmup = int(base_config.search.get("pruner_warmup_epochs", 1))
+    self.warmup = int(search_value(base_config.search, "pruner_warmup_epochs"))
     self.history: list[dict] = []
     self.pruned = False
     self.start = time.time()
@@ -116,7 +125,6 @@ class Claimed:
 
   def prepare(self) -> None:
     """Creates the folder with config.json (as the training loop writes it) and trial.json."""
-    import os  # noqa: PLC0415
     os.makedirs(self.workdir, exist_ok=True)
     trials_lib.write_json(os.path.join(self.workdir, trials_lib.CONFIG_FILE),
                           json.loads(self.config.to_json()))
@@ -146,9 +154,14 @@ class Claimed:
     row = max(rows, key=lambda r: float(r["val_accuracy"]))
     return float(row["val_accuracy"]), int(row.get("epoch", 0))
 
+  def lost(self) -> bool:
+    """Whether the trial was finished by someone else: the master fails the trial of a worker
+    whose heartbeats stopped reaching the store (and renames its folder)."""
+    return self.study._storage.get_trial(self.trial._trial_id).state.is_finished()
+
   def finish(self, *, error: BaseException | None = None, log: Log | None = None) -> str:
-    """Tells the study the outcome, renames the folder, writes trial.json; returns the state."""
-    import os  # noqa: PLC0415
+    """Tells the study the outcome, renames the folder, writes trial.json; returns the state
+    (``LOST`` when the master failed the trial meanwhile: nothing is written then)."""
     accuracy, epoch = self.best()
     if error is not None:
       state = "FAIL"
@@ -161,23 +174,36 @@ class Claimed:
       state, reason = "FAIL", "no finite validation accuracy was reported"
     else:
       state, reason = "COMPLETE", None
+    if self.lost():
+      if log:
+        log(f"[worker {study_lib.worker_id()}] stage {self.stage} trial {self.number}: the master "
+            "failed it meanwhile (no heartbeat in time); its result is dropped")
+      return "LOST"
     name = trials_lib.final_name(state, self.stage, self.number, accuracy)
     payload = {**self.record(), "state": state, "best_val_accuracy": accuracy,
                "best_epoch": epoch, "epochs_run": len(self.history),
                "time_s": time.time() - self.start, "fail_reason": reason,
                "history": self.history}
-    trials_lib.write_json(os.path.join(self.workdir, trials_lib.TRIAL_FILE), payload)
-    self.workdir = trials_lib.finalize_dir(self.workdir, name)
-    self.trial.set_user_attr("workdir", os.path.basename(self.workdir))
-    if reason:
-      self.trial.set_user_attr("fail_reason", reason[:2000])
-    if accuracy is not None:
-      self.trial.set_user_attr("best_epoch", epoch)
-    if state == "COMPLETE":
-      self.study.tell(self.trial, accuracy, skip_if_finished=True)
-    else:
-      self.study.tell(self.trial, state=getattr(optuna.trial.TrialState, state),
-                      skip_if_finished=True)
+    try:
+      trials_lib.write_json(os.path.join(self.workdir, trials_lib.TRIAL_FILE), payload)
+      self.workdir = trials_lib.finalize_dir(self.workdir, name)
+      self.trial.set_user_attr("workdir", os.path.basename(self.workdir))
+      if reason:
+        self.trial.set_user_attr("fail_reason", reason[:2000])
+      if accuracy is not None:
+        self.trial.set_user_attr("best_epoch", epoch)
+      if state == "COMPLETE":
+        self.study.tell(self.trial, accuracy, skip_if_finished=True)
+      else:
+        self.study.tell(self.trial, state=getattr(optuna.trial.TrialState, state),
+                        skip_if_finished=True)
+    except (FileNotFoundError, optuna.exceptions.UpdateFinishedTrialError):
+      if not self.lost():  # not the race with the master below: a real error
+        raise
+      if log:
+        log(f"[worker {study_lib.worker_id()}] stage {self.stage} trial {self.number}: the master "
+            "failed it meanwhile (no heartbeat in time); its result is dropped")
+      return "LOST"
     if log:
       acc = "-" if accuracy is None else f"{accuracy:.4f}"
       log(f"[worker {study_lib.worker_id()}] stage {self.stage} trial {self.number}: {state} "
@@ -200,7 +226,7 @@ def run_single(claimed: Claimed, train_fn: Callable[..., Any], log: Log | None =
 
 def run_population(claimed: Sequence[Claimed], log: Log | None = None) -> list[str]:
   """Trains claimed trials of one stage as one vmapped population (``population.py``)."""
-  from research.search import population  # noqa: PLC0415
+  from research.search import population  # noqa: PLC0415 (JAX: only for populations)
   for c in claimed:
     c.prepare()
 
@@ -225,15 +251,22 @@ class PopulationDivergence(RuntimeError):
 class SearchHandle:
   """The search as the workers see it: base config, stage studies, the finished flag."""
 
-  def __init__(self, storage: optuna.storages.BaseStorage, name: str, search_dir: str | None):
+  def __init__(self, storage: optuna.storages.BaseStorage, name: str, search_dir: str | None,
+               url: str | None = None):
+    """Raises ``ValueError`` (one line) when the store has no search ``name`` or the search's
+    stored config is invalid (``validate_search_config``)."""
     self.storage, self.name = storage, name
     study = study_lib.load(storage, name)
-    if study is None:
-      raise LookupError(f"no search {name!r} in the store")
+    if study is None or "config" not in study.user_attrs:
+      names = sorted(n for n in optuna.get_all_study_names(storage) if "/stage" not in n)
+      raise ValueError(f"--search={name!r}: the store {study_lib.hide_password(url or '')} has no "
+                       f"such search; it has: {', '.join(names) or 'none'} (the master, "
+                       "scripts/search.py, creates it)")
     self._study_id = storage.get_study_id_from_name(name)
     attrs = study.user_attrs
     self.config = ml_collections.ConfigDict(attrs["config"])
     self.search_dir = search_dir or attrs["search_dir"]
+    validate_search_config(self.config, self.search_dir, storage_url=url)
     self.num_stages = int(attrs["num_stages"])
     self.pruner = study_lib.make_pruner(self.config.search)
     self._stages: dict[int, optuna.Study] = {}
@@ -256,9 +289,10 @@ class SearchHandle:
       study = self.stage(index)
       if study is None:
         continue
+      distributions = Space.from_dict(study.user_attrs["space"]).distributions()
       claimed = []
       while len(claimed) < population:
-        trial = study_lib.pop_trial(study)
+        trial = study_lib.pop_trial(study, distributions)
         if trial is None:
           break
         claimed.append(trial)
@@ -267,9 +301,30 @@ class SearchHandle:
     return -1, None, []
 
 
+def open_search(storage_url: str, search_name: str, search_dir: str | None = None
+                ) -> SearchHandle:
+  """Opens the store (which must exist: a worker never creates one) and the search in it.
+
+  Raises:
+    ValueError: (one line) a bad URL, a store that does not exist, no such search, or an invalid
+      stored config.
+  """
+  study_lib.check_storage_url(storage_url, must_exist=True)
+  if search_dir is not None and not os.path.isdir(search_dir):
+    raise ValueError(f"--search_dir={search_dir} does not exist; give the search dir as this "
+                     "machine sees it (the master's, on a shared filesystem)")
+  try:
+    storage = study_lib.open_storage(storage_url)
+    return SearchHandle(storage, search_name, search_dir, storage_url)
+  except (optuna.exceptions.StorageInternalError, ImportError, OSError) as err:
+    raise ValueError(f"cannot open the store {study_lib.hide_password(storage_url)}: "
+                     f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+
+
 def serve(storage_url: str, search_name: str, *, search_dir: str | None = None,
           population: int = 1, poll_s: float = 1.0, idle_timeout_s: float = 600.0,
-          exit_when_idle: bool = False, max_trials: int = 0, log: Log | None = print) -> int:
+          exit_when_idle: bool = False, max_trials: int = 0, log: Log | None = print,
+          handle: SearchHandle | None = None) -> int:
   """Runs trials of the search ``search_name`` until it is finished; returns how many it ran.
 
   Args:
@@ -280,21 +335,17 @@ def serve(storage_url: str, search_name: str, *, search_dir: str | None = None,
     idle_timeout_s: exit after this long with nothing to do (a master that died).
     exit_when_idle: exit as soon as the queue is empty (instead of waiting for later stages).
     max_trials: stop after this many trials (0 = no limit).
+    handle: the search, already opened by :func:`open_search` (default: opened here).
+
+  Raises:
+    ValueError: ``population < 1``, or what :func:`open_search` raises.
   """
   if int(population) < 1:
-    raise ValueError(f"population={population!r} must be >= 1.")
-  storage = study_lib.open_storage(storage_url)
-  deadline = time.time() + idle_timeout_s
-  handle = None
-  while handle is None:
-    try:
-      handle = SearchHandle(storage, search_name, search_dir)
-    except LookupError:
-      if time.time() > deadline:
-        raise
-      time.sleep(poll_s)
-  train_fn = resolve_trainer(handle.config.search.get("trainer", DEFAULT_TRAINER))
-  heartbeat_s = float(handle.config.search.get("heartbeat_s", 10.0))
+    raise ValueError(f"--population={population!r} must be >= 1")
+  handle = handle or open_search(storage_url, search_name, search_dir)
+  storage = handle.storage
+  train_fn = resolve_trainer(search_value(handle.config.search, "trainer"))
+  heartbeat_s = float(search_value(handle.config.search, "heartbeat_s"))
   ran = 0
   idle_since = time.time()
   while not max_trials or ran < max_trials:

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from research import optim
+from research.launch.config_tree import parse_choices
 from research.train.experiment import build_experiment, init_state
 from research.train.losses import make_loss_fn
 from research.train.update import make_step
@@ -47,12 +48,7 @@ COLORS = {"nesterov": "tab:blue", "adam": "tab:orange", "lbfgs": "tab:green",
 
 def parse_methods(text: str) -> list[str]:
   """``"lbfgs,adam"`` -> ``["lbfgs", "adam"]``; unknown names raise ``ValueError``."""
-  methods = [m.strip() for m in str(text).split(",") if m.strip()]
-  unknown = [m for m in methods if m not in METHODS]
-  if unknown or not methods:
-    raise ValueError(f"config.second_order.methods={text!r} has unknown or no methods "
-                     f"{unknown}; known: {', '.join(METHODS)}")
-  return methods
+  return parse_choices("second_order.methods", text, METHODS, "methods")
 
 
 def build_rule(name: str, cfg: Any) -> Any:

@@ -45,6 +45,7 @@ import ml_collections
 import numpy as np
 
 from research import models, optim
+from research.launch.config_tree import flatten_config
 from research.optim.hyperparams import find_hyperparams_state
 from research.train.evaluation import evaluate
 from research.train.experiment import Experiment, build_experiment
@@ -97,24 +98,13 @@ class MembersResult(NamedTuple):
   errors: list[str | None]          # divergence message, or None
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-  out = {}
-  for key, value in tree.items():
-    path = f"{prefix}{key}"
-    if isinstance(value, dict):
-      out.update(_flatten(value, path + "."))
-    else:
-      out[path] = value
-  return out
-
-
 def check_compatible(configs: Sequence[ml_collections.ConfigDict]) -> None:
   """Raises ValueError naming the first field (outside :data:`VARYING_PATHS`) that differs."""
   if not configs:
     raise ValueError("train at least one member (no config given).")
-  first = _flatten(configs[0].to_dict())
+  first = flatten_config(configs[0])
   for index, config in enumerate(configs[1:], 1):
-    other = _flatten(config.to_dict())
+    other = flatten_config(config)
     for path in sorted(first.keys() | other.keys()):
       if path in VARYING_PATHS or first.get(path) == other.get(path):
         continue

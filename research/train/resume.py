@@ -15,6 +15,8 @@ import json
 import os
 from typing import Any, Callable
 
+from research.launch.config_tree import flatten_config
+
 CONFIG_FILE = "config.json"
 RECORD_FILES = ("metrics.jsonl", "histograms.jsonl")
 #: Changing these between a run and its resumption would make the checkpoint meaningless.
@@ -25,23 +27,14 @@ class ResumeError(RuntimeError):
   """A workdir whose saved config or records do not allow this run to continue it."""
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-  if not isinstance(tree, dict):
-    return {prefix.rstrip("."): tree}
-  out: dict[str, Any] = {}
-  for key, value in tree.items():
-    out.update(_flatten(value, f"{prefix}{key}."))
-  return out
-
-
 def config_differences(saved: dict, current: dict, keys: tuple[str, ...] = RESUME_KEYS
                        ) -> list[str]:
   """``"<field>: <saved> (saved) vs <current> (now)"`` for every differing field under ``keys``.
 
   Tuples and lists compare equal (JSON has no tuples).
   """
-  saved_flat = _flatten({k: saved.get(k) for k in keys})
-  current_flat = _flatten({k: current.get(k) for k in keys})
+  saved_flat = flatten_config({k: saved.get(k) for k in keys})
+  current_flat = flatten_config({k: current.get(k) for k in keys})
   missing = object()
   lines = []
   for path in sorted(saved_flat.keys() | current_flat.keys()):
