@@ -23,12 +23,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.test_fraction = 0.15
   config.data.split_seed = 0           # fixed: the split never depends on config.seed
   config.data.subset = 0               # >0: keep only this many training examples (sanity checks)
+  config.data.data_dir = ""            # TFDS data sets only: a prepared tensorflow_datasets dir
 
   # Model: research.models.create_model(config.model, num_classes).
   config.model = ml_collections.ConfigDict()
   config.model.name = "mlp"            # mlp | cnn | cnn1d
   config.model.hidden_sizes = (256, 256)  # mlp widths; cnn uses features/kernel below
   config.model.features = (32, 64)     # cnn / cnn1d conv channels
+  config.model.hidden = 128            # cnn / cnn1d: width of the dense layer after the convs
   config.model.activation = "relu"     # relu | tanh | sigmoid
   config.model.init = "he"             # xavier | he | small (std 0.01) | unit (std 1)
   config.model.output_scale = 0.1      # output layer = init scheme x this (initial loss ~ ln C)
@@ -37,7 +39,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Update rule: research.optim.get_optimizer(config.optimizer) (by name).
   config.optimizer = ml_collections.ConfigDict()
-  config.optimizer.name = "adam"       # sgd | momentum | nesterov | adagrad | rmsprop | adam
+  # sgd | momentum | nesterov | nesterov_lookahead | adagrad | rmsprop | adam
+  config.optimizer.name = "adam"
   config.optimizer.learning_rate = 1e-3
   config.optimizer.mu = 0.9            # momentum / nesterov
   config.optimizer.beta1 = 0.9         # adam
@@ -56,7 +59,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.schedule.patience = 3     # plateau: evaluations without improvement
   config.optimizer.schedule.min_delta = 1e-4 # plateau
   config.optimizer.schedule.mode = "max"     # plateau: driven by validation accuracy
-  # Momentum schedule (momentum / nesterov only): mu rises from start to end over `epochs`.
+  # Momentum schedule (momentum, nesterov, nesterov_lookahead): mu rises from start to end over
+  # `epochs`.
   config.optimizer.momentum_schedule = ml_collections.ConfigDict()
   config.optimizer.momentum_schedule.enabled = False
   config.optimizer.momentum_schedule.start = 0.5

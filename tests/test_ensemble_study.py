@@ -69,6 +69,10 @@ def test_json_writer_turns_nan_into_null(tmp_path):
     ("--config.ensemble.kinds=bagging", "config.ensemble.kinds='bagging' has unknown or no kinds "
                                         "['bagging']; known: seeds, checkpoints, averages, topk"),
     ("--config.distill.alpha=2.0", "config.distill.alpha=2.0 must be in [0, 1]."),
+    ("--config.ensemble.workdirs=/nonexistent",
+     "config.ensemble.workdirs='/nonexistent' holds no run workdir (a directory with "
+     "metrics.jsonl) and no search directory; give run workdirs, globs or a search dir, or '' "
+     "for a small search of its own."),
 ])
 def test_bad_study_config_is_one_line_and_writes_nothing(tmp_path, override, message):
   workdir = tmp_path / "study"

@@ -59,6 +59,10 @@ BAD_INPUTS = [
                                                 "got 0"),
     ("gradcheck.py", ["--config.gradcheck.num_examples=0"],
      "config.gradcheck.num_examples must be an integer >= 1, got 0"),
+    ("train.py", ["--config.optimizer.name=momentum",
+                  "--config.optimizer.momentum_schedule.enabled=True",
+                  "--config.optimizer.momentum_schedule.epochs=0"],
+     "config.optimizer: momentum_schedule.epochs must be an integer >= 1, got 0"),
     ("second_order.py", ["--config.second_order.methods=bfgs"],
      "config.second_order.methods='bfgs' has unknown or no methods ['bfgs']; known: nesterov, "
      "adam, lbfgs, hessian_free, newton"),
@@ -108,7 +112,7 @@ def test_a_run_relaunched_from_its_saved_config_and_quiet_logs(tmp_path):
   saved = workdir / "config.json"
   # Resumed (and trained for longer) from its own saved config: the overrides are in it.
   again = _run("train.py", f"--config={saved}", f"--workdir={workdir}",
-               "--config.train.num_epochs=2")
+               "--config.train.num_epochs=2", "--config.model.hidden_sizes=(256, 256)")
   assert again.returncode == 0, again.stderr[-2000:]
   assert f"resumed from {workdir}/checkpoints/1 (epoch 1 of 2 done)" in again.stdout
   summary = json.load(open(workdir / "summary.json"))

@@ -91,7 +91,7 @@ def load_dataset(data_cfg: Any) -> Dataset:
   elif name == "mnist1d":
     x, y, image_shape = sources.mnist1d(seed=split_seed)
   else:
-    x, y, image_shape = sources.tfds_dataset(name, data_cfg.get("data_dir", None))
+    x, y, image_shape = sources.tfds_dataset(name, data_cfg.get("data_dir") or None)
   train, val, test = split_indices(len(x), float(data_cfg.val_fraction),
                                    float(data_cfg.test_fraction), split_seed)
   subset = int(data_cfg.get("subset", 0))

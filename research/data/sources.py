@@ -25,6 +25,9 @@ def unavailable_reason(name: str) -> str | None:
   if name in TFDS_NAMES and importlib.util.find_spec("tensorflow_datasets") is None:
     return (f"config.data.name={name!r} needs tensorflow-datasets, which is not installed; "
             f"{_tfds_how(name)}. The embedded data sets are 'digits' and 'mnist1d'.")
+  if name == "digits" and importlib.util.find_spec("sklearn") is None:
+    return ("config.data.name='digits' needs scikit-learn (it bundles the digits): pip install "
+            "scikit-learn")
   if name == "mnist1d" and importlib.util.find_spec("mnist1d") is None:
     return "config.data.name='mnist1d' needs the mnist1d package: pip install mnist1d"
   return None
@@ -41,14 +44,14 @@ def _digits_csv() -> str:
   (importing it costs seconds; the file is all we need)."""
   spec = importlib.util.find_spec("sklearn")
   if spec is None or not spec.submodule_search_locations:
-    raise RuntimeError("data.name='digits' needs scikit-learn (it bundles the digits): "
-                       "pip install scikit-learn")
+    raise DataUnavailableError("config.data.name='digits' needs scikit-learn (it bundles the "
+                               "digits): pip install scikit-learn")
   for root in spec.submodule_search_locations:
     path = os.path.join(root, "datasets", "data", "digits.csv.gz")
     if os.path.exists(path):
       return path
-  raise RuntimeError("scikit-learn's bundled digits.csv.gz was not found; reinstall "
-                     "scikit-learn")
+  raise DataUnavailableError("scikit-learn's bundled digits.csv.gz was not found; reinstall "
+                             "scikit-learn")
 
 
 @functools.lru_cache(maxsize=1)

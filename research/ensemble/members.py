@@ -85,7 +85,7 @@ def make_stacked_logits_fn(model: nn.Module, mode: str = "vmap"
   ``mode='vmap'``: ``jax.vmap`` over the member axis (batched matmuls; best on accelerators and for
   narrow layers). ``mode='map'``: ``jax.lax.map`` over the members inside the same program (one
   ordinary matmul per member and layer; on XLA:CPU batched matmuls are slower than separate ones
-  for wide layers, see scripts/bench_ensemble.py).
+  for wide layers, see scripts/bench/bench_ensemble.py).
   """
   if mode not in ("vmap", "map"):
     raise ValueError(f"mode={mode!r} is not a stacked mode; known: vmap, map.")

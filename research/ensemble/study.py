@@ -68,6 +68,11 @@ def validate_study_config(config: Any) -> None:
   if ens.seed_members not in SEED_MEMBERS:
     raise ValueError(f"config.ensemble.seed_members={ens.seed_members!r} is unknown; known: "
                      f"{', '.join(SEED_MEMBERS)}.")
+  if "topk" in parse_kinds(ens.kinds) and str(ens.workdirs).strip():
+    if not workdirs.find_run_workdirs(str(ens.workdirs)):
+      raise ValueError(f"config.ensemble.workdirs={ens.workdirs!r} holds no run workdir (a "
+                       "directory with metrics.jsonl) and no search directory; give run "
+                       "workdirs, globs or a search dir, or '' for a small search of its own.")
   for text in str(ens.checkpoint_epochs).split(","):
     if text.strip() and (not text.strip().isdigit() or int(text) < 1):
       raise ValueError(f"config.ensemble.checkpoint_epochs={ens.checkpoint_epochs!r} must be "

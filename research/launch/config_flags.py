@@ -62,7 +62,7 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
   if path.endswith(JSON_SUFFIX):
     try:
       with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+        return ml_collections.ConfigDict(_tuples(json.load(f)))
     except (OSError, ValueError, TypeError) as e:
       raise ValueError(f"config file {path!r} is not a readable JSON config "
                        f"({type(e).__name__}: {e})") from None
@@ -81,6 +81,16 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
     return get_config()
   except Exception as e:  # noqa: BLE001
     raise ValueError(f"get_config() of {path!r} fails ({type(e).__name__}: {e})") from None
+
+
+def _tuples(value: Any) -> Any:
+  """JSON has no tuples: a saved config's lists become tuples again, as the python config had
+  them (so ``--config.model.hidden_sizes='(32,)'`` overrides a saved config too)."""
+  if isinstance(value, dict):
+    return {key: _tuples(item) for key, item in value.items()}
+  if isinstance(value, list):
+    return tuple(_tuples(item) for item in value)
+  return value
 
 
 def _override_paths(argv: Sequence[str]) -> list[tuple[str, str]]:

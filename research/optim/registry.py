@@ -130,7 +130,11 @@ def get_optimizer(opt_cfg: Any, steps_per_epoch: int) -> optax.GradientTransform
   public, plain = _RULES[name]
   fields = config_fields(name)
   learning_rate = opt_cfg.learning_rate
-  rule_hyperparams = {field: getattr(opt_cfg, field) for field in fields}
+  missing = [field for field in fields if _config_value(opt_cfg, field, None) is None]
+  if missing:
+    raise ValueError(f"optimizer {name!r} reads config.optimizer.{', '.join(missing)}, which the "
+                     "config lacks (see configs/default.py)")
+  rule_hyperparams = {field: _config_value(opt_cfg, field, None) for field in fields}
   public(learning_rate, **rule_hyperparams)  # the rule's own checks (values and types)
   weight_decay = _config_value(opt_cfg, "weight_decay", 0.0)
   validation.check_non_negative("weight_decay", weight_decay)
@@ -140,7 +144,12 @@ def get_optimizer(opt_cfg: Any, steps_per_epoch: int) -> optax.GradientTransform
     if name not in _MOMENTUM_RULES:
       raise ValueError(f"momentum_schedule.enabled applies to {', '.join(_MOMENTUM_RULES)}; "
                        f"optimizer is {name!r}")
-    warmup = schedules.momentum_warmup(momentum_cfg.start, momentum_cfg.end, momentum_cfg.epochs)
+    try:
+      warmup = schedules.momentum_warmup(momentum_cfg.start, momentum_cfg.end,
+                                         momentum_cfg.epochs)
+    except ValueError as e:   # name the config fields (the schedule counts epochs here)
+      raise ValueError("momentum_schedule." + str(e).replace("steps must", "epochs must")
+                       ) from None
     rule_hyperparams["mu"] = _per_epoch(warmup, steps_per_epoch)
   plain_names = tuple(p for p in _parameters(plain) if p not in rule_hyperparams)
   if "next_mu" in plain_names:

@@ -1,6 +1,6 @@
 r"""Benchmark: one vmapped evaluation of K stacked members against K sequential evaluations.
 
-    python3 scripts/bench_ensemble.py --config=configs/ensemble_digits.py --members=8
+    python3 scripts/bench/bench_ensemble.py --config=configs/ensemble_digits.py --members=8
 
 All paths are jitted and warmed up (compilation excluded); the sequential path reuses one
 compiled single-model function for all K members (K dispatches), the vmapped path one compiled

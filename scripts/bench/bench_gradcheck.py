@@ -1,7 +1,7 @@
 r"""Speed of the gradient checker against jax.test_util.check_grads and torch.autograd.gradcheck.
 
-    python scripts/bench_gradcheck.py                  # 784-128-10 tanh MLP (~102k params)
-    python scripts/bench_gradcheck.py --batch=8 --coords_per_leaf=20 --repeats=5
+    python scripts/bench/bench_gradcheck.py                  # 784-128-10 tanh MLP (~102k params)
+    python scripts/bench/bench_gradcheck.py --batch=8 --coords_per_leaf=20 --repeats=5
 
 Same model (784-128-10 tanh MLP, mean softmax cross-entropy, float64) and batch for every tool:
 

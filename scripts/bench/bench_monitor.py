@@ -22,9 +22,9 @@ Measurements in one run, each interleaved (A, B, A, B, ...) so machine noise hit
    robust data range (default) against a fixed range (the old ``[0, 5]``), per call.
 
 Usage:
-    python3 scripts/bench_monitor.py                         # digits MLP, default config
-    python3 scripts/bench_monitor.py --every=20,100 --epochs=3 --repeats=5
-    python3 scripts/bench_monitor.py --config.model.name=cnn
+    python3 scripts/bench/bench_monitor.py                         # digits MLP, default config
+    python3 scripts/bench/bench_monitor.py --every=20,100 --epochs=3 --repeats=5
+    python3 scripts/bench/bench_monitor.py --config.model.name=cnn
 """
 import json
 import os

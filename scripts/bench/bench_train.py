@@ -1,7 +1,7 @@
 r"""Throughput of the jitted train step against a plain hand-written jax+optax step and torch.
 
-    python scripts/bench_train.py                 # digits MLP and CNN, batch 64
-    python scripts/bench_train.py --batch_size=256 --repeats=7
+    python scripts/bench/bench_train.py                 # digits MLP and CNN, batch 64
+    python scripts/bench/bench_train.py --batch_size=256 --repeats=7
 
 Rows (examples/s, best of ``--repeats`` timed passes over ``--steps`` batches, interleaved so
 machine noise hits all variants alike):
