@@ -6,7 +6,8 @@ Launch (defaults: two local workers, three stages, SQLite store in the search di
     python scripts/search.py --config.search.population=4     # each worker trains 4 trials at once
     python scripts/search.py --config.search.method=halton    # quasi-random instead of random
     python scripts/search.py --config.search.storage=journal:/shared/search.journal
-    # more workers later, on any machine that sees the store and the search dir (the master prints it):
+    # more workers later, on any machine that sees the store and the search dir
+    # (the master prints it):
     python scripts/search_worker.py --storage=sqlite:////tmp/search_digits/study.db \
         --search=search_digits
 

@@ -1,6 +1,6 @@
 r"""Trains a network and babysits it: the project's main job.
 
-    python scripts/train.py                                   # digits MLP + Adam (configs/default.py)
+    python scripts/train.py                         # digits MLP + Adam (configs/default.py)
     python scripts/train.py --config=configs/default.py --workdir=runs/lr3e-3 \
         --config.optimizer.learning_rate=3e-3 --config.model.init=xavier
     python scripts/train.py --config=runs/lr3e-3/config.json --workdir=runs/lr3e-3   # resume

@@ -147,7 +147,8 @@ class ConfigTest(chex.TestCase):
     state = averaging.init_averages(params[0], ema_decay=0.5, polyak_start_step=None)
     assert averaging.select_params(params[1], state, "raw") is params[1]
     chex.assert_trees_all_equal(averaging.select_params(params[1], state, "ema"), params[0])
-    with pytest.raises(ValueError, match=r"'polyak' are not available; available: \['raw', 'ema'\]"):
+    with pytest.raises(ValueError,
+                       match=r"'polyak' are not available; available: \['raw', 'ema'\]"):
       averaging.select_params(params[1], state, "polyak")
 
 
@@ -171,7 +172,8 @@ def test_recompute_batch_stats_equals_mean_of_per_batch_statistics():
          x[20:] @ params["Dense_0"]["kernel"] + params["Dense_0"]["bias"]]
   expected_mean = np.mean([h.mean(0) for h in pre], axis=0)
   expected_var = np.mean([h.var(0) for h in pre], axis=0)
-  np.testing.assert_allclose(stats["BatchNorm_0"]["mean"], expected_mean, rtol=2e-6)  # stats are float32
+  # rtol 2e-6: the stats are float32.
+  np.testing.assert_allclose(stats["BatchNorm_0"]["mean"], expected_mean, rtol=2e-6)
   np.testing.assert_allclose(stats["BatchNorm_0"]["var"], expected_var, rtol=2e-6)
   # No batch norm: returned unchanged.
   assert averaging.recompute_batch_stats(model, params, {}, x) == {}

@@ -144,8 +144,8 @@ def test_stacked_snapshot_unstacks_into_members(tmp_path, data):
   writer.close()
   loaded = snapshots.members_from_snapshots(str(tmp_path / "s"), ms[0].model)
   assert [m.info["member"] for m in loaded] == [0, 1, 2]
-  for m, l in zip(ms, loaded):
-    chex.assert_trees_all_equal(m.variables, l.variables)
+  for m, restored in zip(ms, loaded):
+    chex.assert_trees_all_equal(m.variables, restored.variables)
   one = snapshots.members_from_snapshots(str(tmp_path / "s"), ms[0].model, member_index=2)
   chex.assert_trees_all_equal(one[0].variables, ms[2].variables)
 

@@ -1,4 +1,5 @@
-"""check_gradients: correct functions pass, planted bugs (written with jax.custom_vjp) are caught."""
+"""check_gradients: correct functions pass, planted bugs (written with jax.custom_vjp) are
+caught."""
 import math
 import os
 import subprocess
@@ -87,8 +88,8 @@ class TestCorrectFunctions(chex.TestCase):
 
   def test_relu_coordinate_exactly_at_the_kink(self):
     w = jnp.array([1e-7, -2.0, 3.0])
-    report = check_gradients(lambda p: jnp.sum(jax.nn.relu(p["w"]) ** 2 + jax.nn.relu(p["w"])), {"w": w},
-                             num_directions=0)
+    report = check_gradients(lambda p: jnp.sum(jax.nn.relu(p["w"]) ** 2 + jax.nn.relu(p["w"])),
+                             {"w": w}, num_directions=0)
     leaf = report.leaves[0]
     np.testing.assert_array_equal(leaf.crossed_kink, [True, False, False])
     assert leaf.rel_error[0] > 0.1 and report.ok
@@ -234,7 +235,7 @@ class TestPlantedBugs(chex.TestCase):
         **g, "w1": g["w1"].at[2, 5].add(1e-3)})
     report = check_gradients(buggy, _mlp_params(), X, Y, full_leaf_size=100)
     assert report.failed_leaves == ("w1",)
-    leaf = report.leaves[[l.path for l in report.leaves].index("w1")]
+    leaf = report.leaves[[checked.path for checked in report.leaves].index("w1")]
     assert leaf.worst[0] == (2, 5)
     assert np.sum(leaf.rel_error > 1e-7) == 1
 

@@ -157,7 +157,7 @@ def test_writer_jsonl_tensorboard_and_histograms(tmp_path, asynchronous):
     with pytest.raises(ValueError, match="'epoch'"):
       writer.write_scalars(1, {"epoch": 3})
   lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
-  assert [json.loads(l) for l in lines] == [
+  assert [json.loads(line) for line in lines] == [
       {"epoch": 1.0, "train_loss": 0.5, "val/accuracy": pytest.approx(0.9)},
       {"epoch": 0.5, "batch_loss": 2.0},
       {"epoch": 1.0, "batch_loss": 1.0},

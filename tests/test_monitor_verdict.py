@@ -25,8 +25,9 @@ def _history(losses, train_acc=None, val_acc=None, batch_noise=0.0, batches=10, 
       batch = loss * math.exp(batch_scatter * rng.standard_normal()) if batch_scatter else loss
       records.append({"epoch": e + (b + 1) / batches,
                       "batch_loss": float(batch + batch_noise * rng.standard_normal())})
-    records.append({"epoch": e + 1.0, "train_loss": float(loss), "train_accuracy": float(train_acc[e]),
-                    "val_loss": float(val_loss[e]), "val_accuracy": float(val_acc[e])})
+    records.append({"epoch": e + 1.0, "train_loss": float(loss),
+                    "train_accuracy": float(train_acc[e]), "val_loss": float(val_loss[e]),
+                    "val_accuracy": float(val_acc[e])})
   for record in extra or []:
     records.append(record)
   return records
@@ -79,24 +80,25 @@ def test_fast_drop_then_high_plateau():
 def test_noisy_batches_means_batch_too_small():
   names = _names(_history(GOOD, batch_noise=0.8))
   assert "noisy" in names
-  assert "batch size" in [l for l in monitor.verdict(_history(GOOD, batch_noise=0.8))
-                          if l.startswith("noisy")][0]
+  assert "batch size" in [line for line in monitor.verdict(_history(GOOD, batch_noise=0.8))
+                          if line.startswith("noisy")][0]
 
 
 def test_overfitting():
   history = _history(GOOD, train_acc=np.linspace(0.6, 1.0, 20), val_acc=np.linspace(0.55, 0.85, 20))
-  line = [l for l in monitor.verdict(history) if l.startswith("overfitting")][0]
+  line = [text for text in monitor.verdict(history) if text.startswith("overfitting")][0]
   assert "regularization" in line and "gap 14.5 points" in line
 
 
 def test_overfitting_mentions_early_peak():
   val = np.concatenate([np.linspace(0.5, 0.9, 10), np.linspace(0.89, 0.8, 10)])
   line = monitor.verdict(_history(GOOD, train_acc=np.linspace(0.6, 1.0, 20), val_acc=val))
-  assert any("peaked at epoch 10" in l for l in line)
+  assert any("peaked at epoch 10" in text for text in line)
 
 
 def test_underfitting_means_model_too_small():
-  history = _history(GOOD, train_acc=np.linspace(0.3, 0.80, 20), val_acc=np.linspace(0.3, 0.795, 20))
+  history = _history(GOOD, train_acc=np.linspace(0.3, 0.80, 20),
+                     val_acc=np.linspace(0.3, 0.795, 20))
   names = _names(history)
   assert names == ["underfitting"]
   assert "increase capacity" in monitor.verdict(history)[0]
@@ -105,7 +107,7 @@ def test_underfitting_means_model_too_small():
 def _ratios(kernel, bias=None, other=1e-3, samples=20):
   """Update-ratio records every half epoch; ``kernel``/``bias``: a value or a function of the
   sample index. The bias is 1e10 at epoch 0 (a zero-initialized bias before its first update)."""
-  value = lambda v, i: v(i) if callable(v) else v  # noqa: E731
+  value = lambda v, i: v(i) if callable(v) else v
   records = []
   for i in range(samples):
     record = {"epoch": i / 2, "update_ratio/Dense_0/kernel": value(kernel, i),
@@ -117,7 +119,8 @@ def _ratios(kernel, bias=None, other=1e-3, samples=20):
 
 
 def _ratio_lines(extra):
-  return [l for l in monitor.verdict(_history(GOOD, extra=extra)) if l.startswith("update_ratio")]
+  return [line for line in monitor.verdict(_history(GOOD, extra=extra))
+          if line.startswith("update_ratio")]
 
 
 def test_update_ratio_too_high_per_weight_leaf_with_its_distance_from_1e3():
@@ -177,20 +180,22 @@ def test_ratio_advice():
 def test_dead_relus():
   extra = [{"epoch": 1.0, "act_0/dead_fraction": 0.1, "act_1/dead_fraction": 0.2},
            {"epoch": 2.0, "act_0/dead_fraction": 0.1, "act_1/dead_fraction": 0.7}]
-  lines = [l for l in monitor.verdict(_history(GOOD, extra=extra)) if l.startswith("dead_relu")]
+  lines = [line for line in monitor.verdict(_history(GOOD, extra=extra))
+           if line.startswith("dead_relu")]
   assert len(lines) == 1 and lines[0].startswith("dead_relu: act_1: 70% of the ReLUs")
 
 
 def test_saturated_units():
   extra = [{"epoch": 2.0, "act_0/saturated_fraction": 0.8}]
-  lines = [l for l in monitor.verdict(_history(GOOD, extra=extra)) if l.startswith("saturated")]
+  lines = [line for line in monitor.verdict(_history(GOOD, extra=extra))
+           if line.startswith("saturated")]
   assert len(lines) == 1 and "Xavier" in lines[0]
 
 
 def test_train_result_history_without_batches():
-  history = [{"epoch": e, "train_loss": float(l), "train_accuracy": 0.99, "val_loss": 0.1,
+  history = [{"epoch": e, "train_loss": float(loss), "train_accuracy": 0.99, "val_loss": 0.1,
               "val_accuracy": 0.98, "learning_rate": 1e-3, "time": 1.0}
-             for e, l in enumerate(GOOD)]
+             for e, loss in enumerate(GOOD)]
   assert _names(history) == ["ok"]
 
 
@@ -278,7 +283,8 @@ def test_lr_1e2_run_gets_overfitting_noise_and_update_ratio():
 def test_noisy_is_judged_relative_to_the_trend_in_log_space():
   # A loss near 1e-3 scattering +-35% (healthy: batches differ) is not noisy; a factor 5 is.
   assert "noisy" not in _names(_history(GOOD, batch_scatter=0.35))
-  line = [l for l in monitor.verdict(_history(GOOD, batch_scatter=1.6)) if l.startswith("noisy")]
+  line = [text for text in monitor.verdict(_history(GOOD, batch_scatter=1.6))
+          if text.startswith("noisy")]
   assert len(line) == 1 and "scatter a factor 3.73 around the epoch's trend" in line[0]
 
 
@@ -302,7 +308,8 @@ def test_one_layer_out_of_the_band_does_not_judge_the_learning_rate():
 def test_dead_units_judged_on_the_late_median_per_layer():
   extra = [{"epoch": e / 2, "act_0/dead_fraction": 0.05,
             "act_1/dead_fraction": 0.1 if e < 15 else 0.4} for e in range(20)]
-  lines = [l for l in monitor.verdict(_history(GOOD, extra=extra)) if l.startswith("dead_relu")]
+  lines = [line for line in monitor.verdict(_history(GOOD, extra=extra))
+           if line.startswith("dead_relu")]
   assert lines == ["dead_relu: act_1: 40% of the ReLUs never fire on a batch (dead; median over "
                    "the last quarter of the run): use He initialization, lower the learning rate, "
                    "or try batch norm"]

@@ -61,8 +61,9 @@ class RuleVariantsTest(chex.TestCase):
       tx = make()
       update = self.variant(tx.update)
       deltas, _ = update(grads, tx.init(params), params)
-      expected = jax.tree.map(lambda g, x: FIRST_STEP[name](np.asarray(g), np.asarray(x)),
-                              grads, params)
+      expected = jax.tree.map(
+          lambda g, x, first_step=FIRST_STEP[name]: first_step(np.asarray(g), np.asarray(x)),
+          grads, params)
       chex.assert_trees_all_close(deltas, expected, rtol=1e-10, atol=1e-12)
 
   @chex.variants(with_jit=True, without_jit=True)
@@ -126,7 +127,8 @@ _finite = st.floats(-1e3, 1e3, allow_nan=False, allow_subnormal=False, width=64)
 
 
 @hypothesis.settings(max_examples=30, deadline=None)
-@hypothesis.given(params=hnp.arrays(np.float64, hnp.array_shapes(max_dims=3, max_side=4), elements=_finite),
+@hypothesis.given(params=hnp.arrays(np.float64, hnp.array_shapes(max_dims=3, max_side=4),
+                                    elements=_finite),
                   learning_rate=st.floats(0.0, 10.0))
 def test_zero_gradient_leaves_sgd_params_unchanged(params, learning_rate):
   tx = optim.sgd(learning_rate)
@@ -252,13 +254,15 @@ def test_population_under_vmap_matches_individual_runs():
     for _ in range(5):
       deltas, s = solo.update(jax.tree.map(lambda x: 2 * x, p), s, p)
       p = optax.apply_updates(p, deltas)
-    chex.assert_trees_all_close(jax.tree.map(lambda x: x[member], params), p, rtol=1e-12)
+    chex.assert_trees_all_close(jax.tree.map(lambda x, member=member: x[member], params), p,
+                                rtol=1e-12)
 
 
 def test_set_hyperparams_errors():
   tx = optim.momentum(0.1, mu=optim.schedules.momentum_warmup(steps=5))
   state = tx.init({"w": jnp.ones(2)})
-  with pytest.raises(ValueError, match=r"'mu' follows a schedule.*settable: learning_rate, lr_scale"):
+  with pytest.raises(ValueError,
+                     match=r"'mu' follows a schedule.*settable: learning_rate, lr_scale"):
     optim.set_hyperparams(state, mu=0.5)
   with pytest.raises(ValueError, match=r"unknown hyperparameter 'beta1'"):
     optim.set_hyperparams(state, beta1=0.5)

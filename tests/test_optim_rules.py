@@ -151,7 +151,8 @@ def test_scheduled_momentum_matches_numpy_formula(name):
   tx = {"momentum": optim.momentum, "nesterov": optim.nesterov,
         "nesterov_lookahead": optim.nesterov_lookahead}[name](0.05, mu=mu_schedule)
   reference = _numpy_reference(name, {"lr": 0.05, "mu": lambda t: 0.5 + 0.45 * min(t, 40) / 40})
-  _assert_trajectories_equal(_run_rule(tx, lookahead=name == "nesterov_lookahead"), reference, 1e-12)
+  _assert_trajectories_equal(_run_rule(tx, lookahead=name == "nesterov_lookahead"), reference,
+                             1e-12)
 
 
 # ------------------------------------------------------------------------------------- vs optax

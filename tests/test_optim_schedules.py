@@ -55,7 +55,7 @@ def test_schedule_errors(make, message):
     make()
 
 
-# --------------------------------------------------------------------------------- reduce on plateau
+# -------------------------------------------------------------------------------- reduce on plateau
 
 
 def _scales(plateau, metrics):
@@ -226,7 +226,8 @@ def test_weight_decay_from_config_decays_kernels_only():
     ({"name": "rmsprop", "decay_rate": -0.1}, "decay_rate must be in [0, 1), got -0.1"),
     ({"name": "adagrad", "eps": 0.0}, "eps must be in (0, inf), got 0.0"),
     ({"schedule.name": "step", "schedule.factor": 0.0}, "factor must be in (0, 1], got 0.0"),
-    ({"schedule.name": "plateau", "schedule.patience": 0}, "patience must be an integer >= 1, got 0"),
+    ({"schedule.name": "plateau", "schedule.patience": 0},
+     "patience must be an integer >= 1, got 0"),
     ({"momentum_schedule.enabled": True}, "momentum_schedule.enabled applies to momentum, "
                                           "nesterov, nesterov_lookahead; optimizer is 'adam'"),
 ])

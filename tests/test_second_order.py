@@ -50,7 +50,8 @@ def _logistic(seed: int = 0, n: int = 200, d: int = 6, l2: float = 1e-2):
 
   def loss(params):
     logits = x @ params["w"] + params["b"]
-    return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, y)) + 0.5 * l2 * params["w"] @ params["w"]
+    return (jnp.mean(optax.sigmoid_binary_cross_entropy(logits, y))
+            + 0.5 * l2 * params["w"] @ params["w"])
 
   return loss, {"w": jnp.zeros(d), "b": jnp.zeros([])}
 
@@ -79,7 +80,8 @@ def _run(tx, loss, params, steps, *, gtol=None):
   step, grad = _compiled(tx, loss)
   state = tx.init(params)
   for i in range(steps):
-    if gtol is not None and max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grad(params))) <= gtol:
+    if gtol is not None and max(float(jnp.max(jnp.abs(g)))
+                                for g in jax.tree.leaves(grad(params))) <= gtol:
       return params, state, i
     params, state, _, _ = step(params, state)
   return params, state, steps

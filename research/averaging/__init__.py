@@ -10,6 +10,7 @@ from research.averaging.averages import (AVERAGES, AveragesState, averaged_param
 from research.averaging.batch_norm import recompute_batch_stats
 
 __all__ = [
-    "AVERAGES", "AveragesState", "averaged_params", "check_averaging_config", "ema_rate", "init_averages",
-    "init_averages_from_config", "recompute_batch_stats", "select_params", "update_averages",
+    "AVERAGES", "AveragesState", "averaged_params", "check_averaging_config", "ema_rate",
+    "init_averages", "init_averages_from_config", "recompute_batch_stats", "select_params",
+    "update_averages",
 ]

@@ -13,10 +13,10 @@ the first update, so the averages are never pulled towards the initialization):
 
       e_t = e_{t-1} + r_t * (x_t - e_{t-1}),      r_t = (1 - d) / (1 - d**t).
 
-  ``r_1 = 1`` (the first average is the first iterate), ``r_t -> 1 - d`` as t grows, so ``e_t`` is the
-  normalised weighted mean ``sum_s (1-d) d**(t-s) x_s / (1 - d**t)`` of ``x_1..x_t``. ``d = 0``
-  gives ``e_t = x_t`` exactly. (Chosen over the warm-up decay ``min(d, (1+t)/(10+t))`` because its
-  weights are exactly the EMA's weights renormalised, with no extra hyperparameter.)
+  ``r_1 = 1`` (the first average is the first iterate), ``r_t -> 1 - d`` as t grows, so ``e_t`` is
+  the normalised weighted mean ``sum_s (1-d) d**(t-s) x_s / (1 - d**t)`` of ``x_1..x_t``.
+  ``d = 0`` gives ``e_t = x_t`` exactly. (Chosen over the warm-up decay ``min(d, (1+t)/(10+t))``
+  because its weights are exactly the EMA's weights renormalised, with no extra hyperparameter.)
 
 * Polyak(-Ruppert) average (Polyak & Juditsky 1992): the uniform mean of the iterates whose step is
   ``>= polyak_start_step``, as a running mean ``p_n = p_{n-1} + (x - p_{n-1}) / n``. Before the
@@ -78,7 +78,7 @@ def init_averages(params: Params, ema_decay: float | None,
   Raises:
     ValueError: when ``ema_decay`` is outside ``[0, 1)``.
   """
-  ema = count = decay = None
+  ema = decay = None
   if ema_decay is not None:
     if not 0.0 <= float(ema_decay) < 1.0:
       raise ValueError(f"ema_decay={ema_decay!r} is invalid: the EMA decay must be in [0, 1) "
@@ -97,7 +97,8 @@ def init_averages(params: Params, ema_decay: float | None,
 def _move_towards(average: Params, params: Params, rate_fn) -> Params:
   """``(1 - rate) * average + rate * params`` leaf by leaf; ``rate_fn(dtype)`` gives the rate in
   each leaf's own dtype (so float64 parameters get a float64 rate). This form (rather than
-  ``a + r (x - a)``) is exact at ``rate = 1``: decay 0 and the start of a window copy the iterate."""
+  ``a + r (x - a)``) is exact at ``rate = 1``: decay 0 and the start of a window copy the
+  iterate."""
   def move(a, x):
     rate = rate_fn(a.dtype)
     return (1 - rate) * a + rate * x.astype(a.dtype)

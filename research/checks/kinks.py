@@ -202,7 +202,7 @@ def _describe_source(eqn, fallback: str = "unknown source") -> str:
     return fallback
   try:
     summary = _source_info_util.summarize(eqn.source_info)
-  except Exception:  # pragma: no cover - private API changed
+  except Exception:  # noqa: BLE001  # pragma: no cover - a changed private API may raise anything
     return fallback
   return summary or fallback
 
@@ -402,7 +402,7 @@ def _record_first_order(eqn, invals, in_taint, outs, recorder: _Recorder, scope:
   description, rule = DECISION_RULES[name]
   try:
     value = rule(invals, outs, eqn.params)
-  except Exception as error:  # An unusual parameterisation of a rule: say so, don't guess.
+  except Exception as error:  # noqa: BLE001 - a rule's unusual parameters: say so, don't guess.
     recorder.note("not_inspected",
                   f"{name} at {where}: decision not computable ({error})")
     return

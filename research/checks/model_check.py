@@ -84,6 +84,7 @@ def check_model_gradients(config: Any, dataset: Any = None) -> GradCheckReport:
       loss_fn, state.params, state.batch_stats, x, y, dropout_key,
       batch_argnums=(1, 2), num_examples=int(gc.num_examples),
       coords_per_leaf=int(gc.coords_per_leaf), burn_in_steps=int(gc.burn_in_steps),
-      optimizer=tx, optimizer_name=f"{config.optimizer.name} (lr {config.optimizer.learning_rate:g})",
+      optimizer=tx,
+      optimizer_name=f"{config.optimizer.name} (lr {config.optimizer.learning_rate:g})",
       regularization=regularization,
       name=f"{config.model.name} on {config.data.name}", **options)

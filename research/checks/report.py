@@ -218,8 +218,8 @@ class GradCheckReport:
     lines.append(f"kinks: {kink_text}; {self.num_kinks} coordinate(s) crossed one "
                  "(reported apart, not counted)")
     lines.append("")
-    header = ("leaf", "shape", "checked", "kinks", "roundoff", "max rel err", "median", "worst index",
-              "analytic", "numerical", "verdict")
+    header = ("leaf", "shape", "checked", "kinks", "roundoff", "max rel err", "median",
+              "worst index", "analytic", "numerical", "verdict")
     rows = [header]
     for leaf in self.leaves:
       worst = leaf.worst

@@ -169,9 +169,9 @@ def distill_from_members(config, members, dataset, *, log: Callable[[str], None]
 
   The teacher's soft targets are the members' mean ``softmax(z / T)`` on the training inputs
   (T = ``config.distill.temperature``). Two students start from the same initialization
-  (seed ``config.seed + config.distill.student_seed_offset``) and see the same data order: the distilled one
-  (``alpha = config.distill.alpha``) and the hard-label baseline (``alpha = 0``, the same recipe
-  without the teacher). Both keep their best validation epoch.
+  (seed ``config.seed + config.distill.student_seed_offset``) and see the same data order: the
+  distilled one (``alpha = config.distill.alpha``) and the hard-label baseline (``alpha = 0``, the
+  same recipe without the teacher). Both keep their best validation epoch.
 
   Returns:
     ``{'val': {...}, 'test': {...}, 'config': {...}}`` where each split holds the accuracy of

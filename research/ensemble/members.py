@@ -9,7 +9,6 @@ logits of every member in the members' order, shape ``(K, N, C)``.
 """
 from __future__ import annotations
 
-import time
 from typing import Any, Callable, NamedTuple, Sequence
 
 import flax.linen as nn

@@ -1,9 +1,10 @@
 """Per-epoch snapshots of one run (orbax), for checkpoint ensembles ("different checkpoints of a
 single run").
 
-Layout: ``<directory>/<step>/{variables, info}`` written by an ``orbax.checkpoint.CheckpointManager``
-that keeps every step (``max_to_keep=None``). ``variables`` is ``{'params', 'batch_stats'}``;
-``info`` is a small JSON dict (epoch, val_accuracy, ...). The step is the epoch number.
+Layout: ``<directory>/<step>/{variables, info}`` written by an
+``orbax.checkpoint.CheckpointManager`` that keeps every step (``max_to_keep=None``). ``variables``
+is ``{'params', 'batch_stats'}``; ``info`` is a small JSON dict (epoch, val_accuracy, ...). The step
+is the epoch number.
 A stacked K-member state may be saved as one snapshot (``stacked=True`` in the info); loading
 then returns K members.
 """

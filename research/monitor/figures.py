@@ -367,7 +367,8 @@ def gradient_histogram_figure(metrics: list[dict], histograms: list[dict],
 
 
 def _tiles(kernel: np.ndarray, image_shape: Sequence[int]) -> np.ndarray:
-  """(n, h, w, c) image tiles from a dense (prod(image_shape), units) or conv (kh, kw, c, n) kernel."""
+  """(n, h, w, c) image tiles from a dense (prod(image_shape), units) or conv (kh, kw, c, n)
+  kernel."""
   kernel = np.asarray(kernel, dtype=np.float32)
   image_shape = tuple(int(s) for s in image_shape)
   if len(image_shape) == 2:
@@ -466,7 +467,7 @@ def make_figures(workdir: str, warn: Callable[[str], None] | None = None,
     return []
   metrics = writer_lib.read_metrics(workdir)
   histograms = writer_lib.read_histograms(workdir)
-  target = lambda name: os.path.join(out_dir, name)  # noqa: E731
+  target = lambda name: os.path.join(out_dir, name)
   jobs = [
       ("loss.png", lambda p: loss_figure(metrics, p)),
       ("loss_log.png", lambda p: loss_figure(metrics, p, log=True)),
@@ -499,7 +500,7 @@ def make_figures(workdir: str, warn: Callable[[str], None] | None = None,
   for name, draw in jobs:
     try:
       path = draw(target(name))
-    except Exception as error:  # pylint: disable=broad-except
+    except Exception as error:  # noqa: BLE001 - a figure must never stop a run
       # An output for people must never stop a run: note it, draw the rest.
       failed.append(f"{name} ({type(error).__name__}: {error})")
       continue
@@ -549,7 +550,7 @@ def make_figures_async(workdir: str, warn: Callable[[str], None] | None = None,
       if done.returncode != 0:
         warn(f"figures: the drawing process exited with status {done.returncode}")
       future.set_result(paths)
-    except Exception as error:  # pylint: disable=broad-except
+    except Exception as error:  # noqa: BLE001 - the Future never raises for a figure problem
       warn(f"figures: could not draw in the background ({type(error).__name__}: {error})")
       future.set_result([])
 

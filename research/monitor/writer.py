@@ -178,7 +178,7 @@ class MetricsWriter:
       if self._error is None:
         try:
           fn(*args)
-        except BaseException as error:  # pylint: disable=broad-except
+        except BaseException as error:  # noqa: BLE001 - re-raised on the caller's next call
           self._error = error
     self._executor.submit(run)
 
@@ -292,7 +292,8 @@ class MetricsWriter:
     self._submit(write)
 
   def write_histogram(self, epoch: float, tag: str, counts: Any, edges: Any) -> None:
-    """Writes one histogram (``len(edges) == len(counts) + 1``) to TensorBoard and histograms.jsonl."""
+    """Writes one histogram (``len(edges) == len(counts) + 1``) to TensorBoard and
+    histograms.jsonl."""
     self._check_histogram(tag, counts, edges)
     epoch = float(epoch)
 

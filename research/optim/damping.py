@@ -7,8 +7,8 @@ indefinite. Adaptive damping compares the loss change the step actually gave wit
 model predicted (the reduction ratio)::
 
     rho = (f(x + p) - f(x)) / m(p)
-    damping *= 3/2   if rho < 1/4        (the model over-promised: shorter, more gradient-like steps)
-    damping *= 2/3   if rho > 3/4        (the model is good: closer to the pure Newton step)
+    damping *= 3/2   if rho < 1/4   (the model over-promised: shorter, more gradient-like steps)
+    damping *= 2/3   if rho > 3/4   (the model is good: closer to the pure Newton step)
 
 and the step is taken only when the loss decreased (otherwise the parameters stay and the next
 update retries with the larger damping).

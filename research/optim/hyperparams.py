@@ -30,7 +30,8 @@ LEARNING_RATE_FACTORS = ("learning_rate", "lr_schedule", "lr_scale")
 
 def hyperparam_dtype(tree: Any) -> jnp.dtype:
   """The dtype hyperparameters are stored in: the tree's widest float, at least float32."""
-  leaves = [leaf for leaf in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(leaf), jnp.floating)]
+  leaves = [leaf for leaf in jax.tree.leaves(tree)
+            if jnp.issubdtype(jnp.result_type(leaf), jnp.floating)]
   widest = jnp.float32
   for leaf in leaves:
     widest = jnp.promote_types(widest, jnp.result_type(leaf))
@@ -88,10 +89,12 @@ def find_hyperparams_state(opt_state: Any) -> HyperparamsState:
 
 
 def find_state(tree: Any, kind: type) -> Any:
-  """The first node of type `kind` in a nest of tuples, NamedTuples, lists and dicts (depth first)."""
+  """The first node of type `kind` in a nest of tuples, NamedTuples, lists and dicts (depth
+  first)."""
   if isinstance(tree, kind):
     return tree
-  children = tree.values() if isinstance(tree, Mapping) else tree if isinstance(tree, (tuple, list)) else ()
+  children = (tree.values() if isinstance(tree, Mapping)
+              else tree if isinstance(tree, (tuple, list)) else ())
   for child in children:
     found = find_state(child, kind)
     if found is not None:
@@ -188,7 +191,8 @@ def init_population(tx: optax.GradientTransformation, params: Any,
 
   Returns:
     A state with a leading axis ``P`` on every leaf. Train with
-    ``jax.vmap(tx.update)(grads, states, params)``; ``get_learning_rate(states)`` has shape ``(P,)``.
+    ``jax.vmap(tx.update)(grads, states, params)``; ``get_learning_rate(states)`` has shape
+    ``(P,)``.
   """
   return jax.vmap(lambda member_params, member_hyperparams: set_hyperparams(
       tx.init(member_params), **member_hyperparams))(params, dict(hyperparams))

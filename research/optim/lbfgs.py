@@ -1,4 +1,5 @@
-"""L-BFGS: a quasi-Newton direction from the last ``m`` steps and gradient changes, and a line search.
+"""L-BFGS: a quasi-Newton direction from the last ``m`` steps and gradient changes, and a line
+search.
 
 BFGS builds an approximation of the INVERSE Hessian from the secant pairs
 ``s_i = x_{i+1} - x_i``, ``y_i = g_{i+1} - g_i``; L-BFGS keeps only the last ``m`` pairs

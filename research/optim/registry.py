@@ -10,8 +10,9 @@ holds
 * ``lr_schedule``: the schedule's multiplier at the current epoch (``schedule(count //
   steps_per_epoch)`` with initial value 1; constant 1 for ``constant`` and ``plateau``);
 * ``lr_scale``: the plateau multiplier, written by ``scale_learning_rate`` (1 until then);
-* ``weight_decay`` (when non-zero) and the rule's own hyperparameters (``mu``, ``beta1``, ``beta2``, ``decay_rate``,
-  ``eps``); ``mu`` follows the momentum schedule per epoch when that is enabled.
+* ``weight_decay`` (when non-zero) and the rule's own hyperparameters (``mu``, ``beta1``,
+  ``beta2``, ``decay_rate``, ``eps``); ``mu`` follows the momentum schedule per epoch when that is
+  enabled.
 
 The rule uses ``learning_rate * lr_schedule * lr_scale`` (``get_learning_rate``).
 """
@@ -118,7 +119,8 @@ def get_optimizer(opt_cfg: Any, steps_per_epoch: int) -> optax.GradientTransform
     An ``optax`` transformation whose state keeps every numeric hyperparameter (see module doc).
     For ``nesterov_lookahead`` evaluate gradients at ``research.optim.gradient_point(params,
     opt_state)`` (the optimizer's own weight decay is taken at ``params``, not at the look-ahead
-    point; an L2 term in the loss is taken at the look-ahead point). For the ``plateau`` schedule, see ``get_plateau``.
+    point; an L2 term in the loss is taken at the look-ahead point). For the ``plateau``
+    schedule, see ``get_plateau``.
 
   Raises:
     ValueError: unknown rule or schedule name (the message lists the known ones), a
@@ -162,5 +164,5 @@ def get_optimizer(opt_cfg: Any, steps_per_epoch: int) -> optax.GradientTransform
 
   decay = {"weight_decay": weight_decay, "mask": rules.weights_only_mask} if weight_decay else {}
   return inject(_configured_factory(plain, tuple(rule_hyperparams), bool(weight_decay)),
-                static_args=("mask",) if weight_decay else (), learning_rate=learning_rate, lr_schedule=lr_schedule,
-                lr_scale=1.0, **decay, **rule_hyperparams)
+                static_args=("mask",) if weight_decay else (), learning_rate=learning_rate,
+                lr_schedule=lr_schedule, lr_scale=1.0, **decay, **rule_hyperparams)

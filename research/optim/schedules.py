@@ -2,8 +2,9 @@
 
 A schedule is a pure function of a count ``t`` (an integer, 0 at the first update) returning the
 value to use at that count; it is traced inside ``jit``, so it must use ``jnp`` operations.
-``research.optim.get_optimizer`` feeds schedules the EPOCH index ``t = update_count // steps_per_epoch``
-(the playbook's unit); used directly with a rule they see the update count.
+``research.optim.get_optimizer`` feeds schedules the EPOCH index
+``t = update_count // steps_per_epoch`` (the playbook's unit); used directly with a rule they see
+the update count.
 
 Reduce-on-plateau is different in kind: it depends on a validation metric measured on the host
 between epochs, so it is a small host-side state machine whose ``scale`` the training loop applies
@@ -20,7 +21,8 @@ from research.optim import validation
 
 Schedule = Callable[[jax.Array], jax.Array]
 
-#: Learning-rate schedule names understood by ``get_optimizer`` (``config.optimizer.schedule.name``).
+#: Learning-rate schedule names understood by ``get_optimizer``
+#: (``config.optimizer.schedule.name``).
 SCHEDULES = ("constant", "step", "exponential", "inverse_time", "plateau")
 
 

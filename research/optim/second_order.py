@@ -1,4 +1,5 @@
-r"""How a training step drives the second-order rules: ``newton``, ``hessian_free_newton``, ``lbfgs``.
+r"""How a training step drives the second-order rules: ``newton``, ``hessian_free_newton``,
+``lbfgs``.
 
 The playbook's second family of update rules is Newton's ``x <- x - [H f(x)]^-1 grad f(x)``: no
 learning rate, but the Hessian ``H`` of one million parameters has 1e12 entries (3725 GiB in
@@ -30,14 +31,15 @@ evaluates).
 
 Mini-batches: pass the CURRENT batch's loss as ``value_fn`` and always evaluate the gradient afresh
 (``research.train.make_step(..., full_batch=False)``); the stored value and gradient belong to the
-previous batch and must not be reused. The playbook's warning applies: L-BFGS is tricky with mini-batches. Its
-curvature pairs ``y = g(x_new) - g(x)`` mix the change of the parameters with the change of the
-batch, and the line search minimizes one batch's loss exactly, so the directions become noisy and
-steps too long. ``lbfgs`` takes both gradients of a pair on the SAME batch (the line search
-evaluates the new point on the current batch), which removes the first problem (Schraudolph et al.
-2007; Byrd et al. 2016) but not the second; use large batches, and prefer a first-order rule with
-momentum for noisy mini-batch training. Newton and Hessian-free steps on a mini-batch similarly fit
-that batch's quadratic model; use batches of thousands of examples (Martens 2010).
+previous batch and must not be reused. The playbook's warning applies: L-BFGS is tricky with
+mini-batches. Its curvature pairs ``y = g(x_new) - g(x)`` mix the change of the parameters with
+the change of the batch, and the line search minimizes one batch's loss exactly, so the directions
+become noisy and steps too long. ``lbfgs`` takes both gradients of a pair on the SAME batch (the
+line search evaluates the new point on the current batch), which removes the first problem
+(Schraudolph et al. 2007; Byrd et al. 2016) but not the second; use large batches, and prefer a
+first-order rule with momentum for noisy mini-batch training. Newton and Hessian-free steps on a
+mini-batch similarly fit that batch's quadratic model; use batches of thousands of examples
+(Martens 2010).
 
 Counting work: each rule's state holds an ``EvaluationCount`` of the evaluations the rule made
 itself (line-search trials, Hessian-vector products, trial values); ``evaluation_count(opt_state)``

@@ -42,7 +42,8 @@ class BorderWarning(NamedTuple):
 
 def border_warnings(space: Space, points: Sequence[Mapping[str, float]], scores: Sequence[float],
                     *, fraction: float = 0.1, top_k: int = 3) -> list[BorderWarning]:
-  """One :class:`BorderWarning` per hyperparameter whose best value is within ``fraction`` of an edge.
+  """One :class:`BorderWarning` per hyperparameter whose best value is within ``fraction`` of an
+  edge.
 
   Args:
     space: the CONFIGURED ranges (``config.search.space``), also for the trials of a narrowed

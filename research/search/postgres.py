@@ -66,7 +66,7 @@ def unavailable_reason() -> str | None:
       return (f"running as root, and there is no {SERVER_USER!r} user to run PostgreSQL as "
               "(it refuses root)")
   try:
-    import psycopg  # noqa: F401, PLC0415
+    import psycopg  # noqa: F401
   except ImportError:
     return "the psycopg driver is not installed: pip install 'trainlab[postgres]'"
   return None
@@ -173,8 +173,8 @@ class PostgresServer:
 
   def create_database(self, name: str) -> str:
     """Creates database ``name`` (if absent); returns its URL."""
-    import psycopg  # noqa: PLC0415
-    from psycopg import sql  # noqa: PLC0415
+    import psycopg
+    from psycopg import sql
     deadline = time.time() + 10
     while True:
       try:

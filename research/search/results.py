@@ -117,9 +117,9 @@ def accuracy_figure(rows: Sequence[TrialRow], space: Space, border_fraction: flo
   hyperparameter; finished trials as dots, pruned ones as crosses, coloured by stage; failed
   trials (diverged, crashed, dead worker) as red crosses in a band below the lowest accuracy, so
   that a learning-rate cliff shows; the configured range's edge bands shaded."""
-  import matplotlib  # noqa: PLC0415
+  import matplotlib
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # noqa: PLC0415
+  import matplotlib.pyplot as plt
   done = ranked(rows, ("COMPLETE", "PRUNED"))
   failed = [r for r in rows if r.state == "FAIL"]
   stages = sorted({r.stage for r in done})
@@ -167,7 +167,7 @@ def plot_accuracy_vs_params(rows: Sequence[TrialRow], space: Space, path: str,
                             border_fraction: float = 0.1) -> str:
   """Validation accuracy against each hyperparameter on its own scale (:func:`accuracy_figure`);
   returns ``path``."""
-  import matplotlib.pyplot as plt  # noqa: PLC0415
+  import matplotlib.pyplot as plt
   fig = accuracy_figure(rows, space, border_fraction)
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   fig.savefig(path, dpi=90)
@@ -179,7 +179,7 @@ def write_csv(rows: Sequence[TrialRow], names: Sequence[str], path: str) -> str:
   """Every trial as one CSV row (stage, trial, state, val_accuracy, epochs, each
   hyperparameter, seed, retry_of, folder, fail_reason), by stage and trial number; returns
   ``path``. Values are written in full precision (``repr``), empty when absent."""
-  import csv  # noqa: PLC0415
+  import csv
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   tmp = f"{path}.tmp{os.getpid()}"
   with open(tmp, "w", newline="") as f:

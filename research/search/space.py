@@ -2,7 +2,8 @@
 
 A hyperparameter's scale maps its range ``[low, high]`` onto the unit interval ``u in [0, 1]``:
 
-* ``linear``:        ``u = (x - low) / (high - low)``                       (dropout: ``uniform(0, 1)``)
+* ``linear``:        ``u = (x - low) / (high - low)``
+                     (dropout: ``uniform(0, 1)``)
 * ``log``:           ``u = (log10 x - log10 low) / (log10 high - log10 low)``
                      (learning rate ``10 ** uniform(-6, 1)``, regularization strength)
 * ``one_minus_log``: ``u = (log10(1 - low) - log10(1 - x)) / (log10(1 - low) - log10(1 - high))``
@@ -86,7 +87,8 @@ def make_param(name: str, path: str, low: float, high: float, scale: str = "line
       the one-minus-log scale (the message names the parameter, the value and what is allowed).
   """
   if scale not in SCALES:
-    raise ValueError(f"search space {name!r}: scale={scale!r} is unknown; known: {', '.join(SCALES)}.")
+    raise ValueError(f"search space {name!r}: scale={scale!r} is unknown; "
+                     f"known: {', '.join(SCALES)}.")
   for what, value in (("low", low), ("high", high)):
     if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
       raise ValueError(f"search space {name!r}: {what}={value!r} must be a number.")
@@ -167,7 +169,7 @@ class Space(NamedTuple):
   def distributions(self) -> dict[str, Any]:
     """Optuna's distribution of each parameter (``FloatDistribution``, ``log`` on the log scale;
     one-minus-log is recorded on the linear axis: Optuna has no such scale)."""
-    from optuna.distributions import FloatDistribution  # noqa: PLC0415
+    from optuna.distributions import FloatDistribution
     return {p.name: FloatDistribution(p.low, p.high, log=p.scale == "log") for p in self.params}
 
   def describe(self) -> str:
@@ -208,6 +210,7 @@ def unit_points(method: str, n: int, d: int, seed: int) -> np.ndarray:
   return engine.random(n)
 
 
-def sample(space: Space, n: int, *, method: str = "random", seed: int = 0) -> list[dict[str, float]]:
+def sample(space: Space, n: int, *, method: str = "random", seed: int = 0
+           ) -> list[dict[str, float]]:
   """``n`` hyperparameter settings from ``space`` (uniform on each parameter's scale)."""
   return space.from_unit(unit_points(method, n, len(space), seed))

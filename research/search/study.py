@@ -122,7 +122,7 @@ def hide_password(url: str) -> str:
   """``url`` with its password replaced by ``***`` (for logs)."""
   if journal_path(url) is not None or "@" not in url:
     return url
-  import sqlalchemy  # noqa: PLC0415
+  import sqlalchemy
   try:
     return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
   except Exception:  # noqa: BLE001 (a malformed URL is reported elsewhere)
@@ -170,7 +170,7 @@ def check_storage_url(url: str, *, must_exist: bool) -> None:
       raise ValueError(f"storage {url!r}: the {kind} cannot be created ({problem})")
     if journal_path(url) is not None:
       return
-  import sqlalchemy  # noqa: PLC0415
+  import sqlalchemy
   try:
     parsed = sqlalchemy.engine.make_url(url)
   except sqlalchemy.exc.ArgumentError:
@@ -213,7 +213,7 @@ def _sqlite_begin_immediate(storage: optuna.storages.RDBStorage) -> None:
   ``BEGIN IMMEDIATE``, so a read-check-write (Optuna's state changes) cannot interleave with
   another process's.
   """
-  import sqlalchemy  # noqa: PLC0415
+  import sqlalchemy
 
   def begin(connection):
     connection.exec_driver_sql("BEGIN IMMEDIATE")
@@ -235,7 +235,7 @@ def open_storage(url: str, *, heartbeat_s: float | None = None, grace_s: float |
   """
   path = journal_path(url)
   if path is not None:
-    from optuna.storages.journal import JournalFileBackend  # noqa: PLC0415
+    from optuna.storages.journal import JournalFileBackend
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     return optuna.storages.JournalStorage(JournalFileBackend(path))
   kwargs: dict[str, Any] = {}
@@ -290,7 +290,7 @@ def make_pruner(search_cfg) -> optuna.pruners.BasePruner:
   ``successive_halving`` (keep the top ``1/reduction_factor`` at rungs 1, r, r**2, ... epochs) or
   ``none``. (Optuna's Hyperband needs its own sampler and ``study.optimize``; our workers run
   enqueued trials, so it is not offered.)"""
-  from research.search.validate import search_value  # noqa: PLC0415 (validate imports us)
+  from research.search.validate import search_value
   name = search_value(search_cfg, "pruner")
   # The warm-up (``pruner_warmup_epochs``: epochs never pruned) is applied by the worker, which
   # also never prunes after a trial's last epoch.
@@ -328,7 +328,7 @@ def _waiting_ids(study: optuna.Study) -> list[int]:
   if backend is None:
     return [t._trial_id for t in study._storage.get_all_trials(
         _study_id(study), deepcopy=False, states=(TrialState.WAITING,))]
-  from optuna.storages._rdb import models  # noqa: PLC0415
+  from optuna.storages._rdb import models
   session = backend.scoped_session()
   try:
     rows = (session.query(models.TrialModel.trial_id)
@@ -345,7 +345,7 @@ def _claim_rdb(backend: optuna.storages.RDBStorage, trial_id: int, worker: str,
                distributions: Mapping[str, BaseDistribution]) -> bool:
   """WAITING -> RUNNING, first heartbeat, worker stamp and the enqueued point as the trial's
   params (for the names in ``distributions``) in one transaction (module doc)."""
-  from optuna.storages._rdb import models  # noqa: PLC0415
+  from optuna.storages._rdb import models
   session = backend.scoped_session()
   try:
     changed = (session.query(models.TrialModel)
@@ -451,8 +451,8 @@ def _rdb_heartbeat_ages(backend: optuna.storages.RDBStorage, study_id: int
                         ) -> dict[int, float | None]:
   """Seconds since the last heartbeat of each RUNNING trial (None: it has none), by the
   database's clock (Optuna's ``_get_stale_trial_ids`` rule, with the ages kept)."""
-  import sqlalchemy  # noqa: PLC0415
-  from optuna.storages._rdb import models  # noqa: PLC0415
+  import sqlalchemy
+  from optuna.storages._rdb import models
   session = backend.scoped_session()
   try:
     now = session.execute(sqlalchemy.func.now()).scalar().replace(tzinfo=None)
@@ -604,7 +604,8 @@ def set_json_attr(study: optuna.Study, key: str, value: Any) -> None:
 
 
 def counts(study: optuna.Study) -> dict[str, int]:
-  """Number of trials per state name (``WAITING``, ``RUNNING``, ``COMPLETE``, ``PRUNED``, ``FAIL``)."""
+  """Number of trials per state name (``WAITING``, ``RUNNING``, ``COMPLETE``, ``PRUNED``,
+  ``FAIL``)."""
   out = {state.name: 0 for state in TrialState}
   for trial in study.get_trials(deepcopy=False):
     out[trial.state.name] += 1

@@ -92,7 +92,7 @@ def _check_trial_configs(config: Any, space: Space, stages: list[stages_lib.Stag
   corners = [{p.name: getattr(p, end) for p in space.params} for end in ("low", "high")]
   configs = [trials_lib.trial_config(config, paths, corner, num_epochs=stages[0].num_epochs,
                                      seed=0) for corner in corners]
-  from research import optim, train  # noqa: PLC0415 (imports JAX: only for the default trainer)
+  from research import optim, train
   for corner, trial in zip(("low", "high"), configs):
     try:
       train.validate_config(trial)
@@ -175,7 +175,7 @@ def validate_search_config(config: Any, search_dir: str | None = None, *,
     raise ValueError(f"config.search.pid_check={search_value(search_cfg, 'pid_check')!r} must "
                      "be True or False")
   if population > 1:
-    from research.search.population import VARYING_PATHS  # noqa: PLC0415
+    from research.search.population import VARYING_PATHS
     for param in space.params:
       if param.path not in VARYING_PATHS:
         raise ValueError(f"config.search.population={population} trains trials that differ only "
@@ -187,7 +187,7 @@ def validate_search_config(config: Any, search_dir: str | None = None, *,
   trainer = search_value(search_cfg, "trainer")
   if not isinstance(trainer, str):
     raise ValueError(f"config.search.trainer={trainer!r} must be 'package.module:function'")
-  from research.search.worker import resolve_trainer  # noqa: PLC0415
+  from research.search.worker import resolve_trainer
   resolve_trainer(trainer)
   _check_trial_configs(config, space, stages, trainer)
   return SearchPlan(name, stages, space, url)

@@ -226,7 +226,7 @@ def run_single(claimed: Claimed, train_fn: Callable[..., Any], log: Log | None =
 
 def run_population(claimed: Sequence[Claimed], log: Log | None = None) -> list[str]:
   """Trains claimed trials of one stage as one vmapped population (``population.py``)."""
-  from research.search import population  # noqa: PLC0415 (JAX: only for populations)
+  from research.search import population
   for c in claimed:
     c.prepare()
 

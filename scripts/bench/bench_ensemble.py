@@ -5,9 +5,10 @@ r"""Benchmark: one vmapped evaluation of K stacked members against K sequential 
 All paths are jitted and warmed up (compilation excluded); the sequential path reuses one
 compiled single-model function for all K members (K dispatches), the vmapped path one compiled
 function for the stacked parameters (batched matmuls), the lax.map path one compiled program that
-runs the stacked members one after another (ordinary matmuls, one dispatch). Both evaluate the test split (or --num_examples random inputs) with the
-config's eval batch size. Prints the median times over --repeats and their ratio; numbers depend on
-the machine and its load (2 shared CPU cores here), so compare ratios measured in the same run.
+runs the stacked members one after another (ordinary matmuls, one dispatch). Both evaluate the
+test split (or --num_examples random inputs) with the config's eval batch size. Prints the median
+times over --repeats and their ratio; numbers depend on the machine and its load (2 shared CPU
+cores here), so compare ratios measured in the same run.
 """
 from __future__ import annotations
 

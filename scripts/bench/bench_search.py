@@ -1,6 +1,7 @@
 r"""Trials per hour of a search worker on CPU: populations of P = 1, 4, 16 trials in one program.
 
-    python scripts/bench/bench_search.py [--epochs=3] [--sizes=1,4,16] [--config=configs/search_digits.py]
+    python scripts/bench/bench_search.py [--epochs=3] [--sizes=1,4,16] \
+        [--config=configs/search_digits.py]
 
 Each row trains P trials (random learning rate, weight decay, momentum, dropout and seed from the
 config's search space) for --epochs epochs with ``research.search.population.train_population``,

@@ -39,8 +39,8 @@ _STORES = flags.DEFINE_list("stores", ["sqlite", "postgresql", "journal"], "Stor
 
 
 def _config(storage: str):
-  import ml_collections  # noqa: PLC0415
-  from configs import search_digits  # noqa: PLC0415
+  import ml_collections
+  from configs import search_digits
   if _TRAINER.value == "real":
     config = search_digits.get_config()
   else:
@@ -61,7 +61,7 @@ def _config(storage: str):
 
 def _one_search(store: str, root: str, server) -> tuple[float, float, int]:
   """(wall seconds, seconds from the first claim to the last result, trials finished)."""
-  from research.search import master, study as study_lib  # noqa: PLC0415
+  from research.search import master, study as study_lib
   search_dir = tempfile.mkdtemp(prefix=f"{store}-", dir=root)
   storage = {"sqlite": "", "journal": f"journal:{search_dir}/search.journal",
              "postgresql": server.create_database(os.path.basename(search_dir).replace("-", "_"))
@@ -77,7 +77,7 @@ def _one_search(store: str, root: str, server) -> tuple[float, float, int]:
 
 
 def main() -> int:
-  from research.search import postgres  # noqa: PLC0415
+  from research.search import postgres
   stores = list(_STORES.value)
   unknown = sorted(set(stores) - {"sqlite", "postgresql", "journal"})
   if unknown:

@@ -17,16 +17,24 @@ machine noise hits all variants alike):
   steps short enough to be dispatch-bound;
 * ``ours+monitors``: the training loop's pattern: the monitored step (update ratios, activation
   and gradient histograms) every ``--every`` steps, written by the background MetricsWriter;
+* ``plain-scan`` / ``ours-scan``: the same two steps, ``--scan`` of them per dispatch in one
+  ``lax.scan`` (what ``config.train.steps_per_call`` does in the training loop);
+* ``members P=k (scan|loop)``: ``research.train.train_members``'s epoch for k members at once
+  (``lax.scan`` over the vmapped step, or a loop of dispatches); the rate is per member, so it
+  compares with ``ours`` directly (a population must not be slower per member than single runs);
 * ``torch``: the same network and Adam in torch on CPU (when torch is installed).
 Batches are device arrays prepared beforehand, so the rows time the step, not the data path.
-Ratios are against ``plain`` measured in the same run.
+Each row is the median of ``--repeats`` passes (min-max in brackets), the variants interleaved;
+ratios are against ``plain`` measured in the same run.
 """
 import os
 import shutil
 import tempfile
 import time
 
-from absl import app, flags
+from absl import flags
+
+from research import launch
 
 
 
@@ -35,6 +43,8 @@ _STEPS = flags.DEFINE_integer("steps", 200, "Steps per timed pass.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed passes per variant (best reported).")
 _EVERY = flags.DEFINE_integer("every", 20, "Monitored step every N steps in ours+monitors.")
 _MODELS = flags.DEFINE_list("models", ["mlp", "cnn"], "Models to time.")
+_SCAN = flags.DEFINE_integer("scan", 10, "Steps per dispatch of the scanned variants.")
+_MEMBERS = flags.DEFINE_integer("members", 4, "Members of the members-trainer rows.")
 
 
 def _jax_variants(config, dataset, batch, steps, every):
@@ -53,14 +63,14 @@ def _jax_variants(config, dataset, batch, steps, every):
   # The hand-written reference.
   ref_tx = optax.adam(config.optimizer.learning_rate)
 
-  def plain_step(params, opt_state, x, y):
+  def plain_update(params, opt_state, x, y):
     def loss_fn(p):
       logits = model.apply({"params": p}, x, train=True)
       return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     loss, grads = jax.value_and_grad(loss_fn)(params)
     updates, opt_state = ref_tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
-  plain_step = jax.jit(plain_step, donate_argnums=(0, 1))
+  plain_step = jax.jit(plain_update, donate_argnums=(0, 1))
 
   tx = optim.get_optimizer(config.optimizer, steps_per_epoch=n // batch)
   ours_step = jax.jit(train.make_train_step(model, tx, config), donate_argnums=0)
@@ -99,9 +109,93 @@ def _jax_variants(config, dataset, batch, steps, every):
       shutil.rmtree(workdir, ignore_errors=True)
     return seconds
 
-  return {"plain": run_plain, "ours": lambda: run_ours(False),
-          "ours-fixed-hp": lambda: run_ours(False, fixed_tx, fixed_step),
-          "ours+monitors": lambda: run_ours(True)}
+  # Several steps per dispatch: lax.scan over stacked batches.
+  scan = _SCAN.value
+  chunks = steps // scan
+  xs_stacked = [jnp.stack(xs[i * scan:(i + 1) * scan]) for i in range(chunks)]
+  ys_stacked = [jnp.stack(ys[i * scan:(i + 1) * scan]) for i in range(chunks)]
+
+  def plain_many(params, opt_state, xs_, ys_):
+    def body(carry, batch_):
+      params_, opt_state_, _ = plain_update(*carry[:2], *batch_)
+      return (params_, opt_state_, 0.0), None
+    (params, opt_state, _), _ = jax.lax.scan(body, (params, opt_state, 0.0), (xs_, ys_))
+    return params, opt_state
+  plain_many = jax.jit(plain_many, donate_argnums=(0, 1))
+  one_ours = train.make_train_step(model, tx, config)
+
+  def ours_many(state, xs_, ys_):
+    state, metrics = jax.lax.scan(lambda s, b: one_ours(s, *b), state, (xs_, ys_))
+    return state, metrics
+  ours_many = jax.jit(ours_many, donate_argnums=0)
+
+  def run_plain_scan():
+    params = model.init(rng, xs[0])["params"]
+    opt_state = ref_tx.init(params)
+    jax.block_until_ready(params)
+    start = time.perf_counter()
+    for x, y in zip(xs_stacked, ys_stacked):
+      params, opt_state = plain_many(params, opt_state, x, y)
+    jax.block_until_ready(params)
+    return (time.perf_counter() - start) * steps / (chunks * scan)
+
+  def run_ours_scan():
+    state = train.create_train_state(config, model, tx, rng, dataset)
+    jax.block_until_ready(state)
+    start = time.perf_counter()
+    for x, y in zip(xs_stacked, ys_stacked):
+      state, metrics = ours_many(state, x, y)
+    jax.block_until_ready(metrics["loss"])
+    return (time.perf_counter() - start) * steps / (chunks * scan)
+
+  variants = {"plain": run_plain, "ours": lambda: run_ours(False),
+              "ours-fixed-hp": lambda: run_ours(False, fixed_tx, fixed_step),
+              "ours+monitors": lambda: run_ours(True), "plain-scan": run_plain_scan,
+              "ours-scan": run_ours_scan}
+  variants.update(_members_variants(config, dataset, batch, steps))
+  return variants
+
+
+def _members_variants(config, dataset, batch, steps):
+  """The members trainer's epoch for ``--members`` members, scanned and looped; the time is
+  divided by the number of members (seconds per member for ``steps`` steps)."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from research import train
+  from research.train import members
+
+  k = _MEMBERS.value
+  configs = []
+  for i in range(k):
+    member = config.copy_and_resolve_references()
+    member.seed = i
+    member.train.batch_size = batch
+    configs.append(member)
+  the_plan = members.plan(configs)
+  experiment = train.build_experiment(the_plan.step_config, dataset)
+  step = members.make_member_step(
+      train.make_train_step(experiment.model, experiment.tx, the_plan.step_config), False, False)
+  x_train, y_train = jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train)
+  n = len(dataset.x_train)
+  rng = np.random.default_rng(0)
+  perms = jnp.asarray(np.stack([np.stack([rng.permutation(n)[:batch] for _ in range(steps)])
+                                for _ in range(k)]))
+  zeros = jnp.zeros(k)
+  out = {}
+  for mode in ("scan", "loop"):
+    epoch = members.make_members_epoch(step, mode)
+
+    def run(epoch=epoch):
+      state = members.init_members(experiment, configs, the_plan)
+      jax.block_until_ready(state)
+      start = time.perf_counter()
+      state, losses, _ = epoch(state, zeros, zeros, x_train, y_train, perms)
+      jax.block_until_ready(losses)
+      return (time.perf_counter() - start) / k
+
+    out[f"members P={k} ({mode})"] = run
+  return out
 
 
 def _torch_variant(config, dataset, batch, steps):
@@ -143,15 +237,16 @@ def _torch_variant(config, dataset, batch, steps):
   return run
 
 
-def main(argv):
-  del argv
+def main() -> int:
+  import jax
+  import numpy as np
+
   from configs import default
   from research import data
-  import jax
   batch, steps, every = _BATCH.value, _STEPS.value, _EVERY.value
   print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({jax.device_count()} devices), "
         f"{os.cpu_count()} cpus; batch {batch}, {steps} steps per pass, best of "
-        f"{_REPEATS.value}; monitors every {every} steps")
+        f"{_REPEATS.value} (median); monitors every {every} steps")
   for name in _MODELS.value:
     config = default.get_config()
     config.model.name = name
@@ -163,17 +258,21 @@ def main(argv):
       variants["torch"] = torch_run
     for run in variants.values():  # compile / warm up
       run()
-    best = {k: float("inf") for k in variants}
+    times = {k: [] for k in variants}
     for _ in range(_REPEATS.value):
       for key, run in variants.items():
-        best[key] = min(best[key], run())
-    print(f"\n{name}: {'variant':<15} {'examples/s':>12} {'us/step':>9} {'vs plain':>9}")
-    for key, seconds in best.items():
-      print(f"{name}: {key:<15} {steps * batch / seconds:>12,.0f} {1e6 * seconds / steps:>9.1f} "
-            f"{best['plain'] / seconds:>8.2f}x")
-    print(f"{name}: ours/plain time ratio {best['ours'] / best['plain']:.3f}; monitor cost "
-          f"{best['ours+monitors'] / best['ours'] - 1:+.1%} (target <= +10%)")
+        times[key].append(run())
+    median = {k: float(np.median(v)) for k, v in times.items()}
+    print(f"\n{name}: {'variant':<22} {'examples/s':>12} {'us/step (min-max)':>24} {'vs plain':>9}")
+    for key, seconds in median.items():
+      spread = f"{1e6 * min(times[key]) / steps:.0f}-{1e6 * max(times[key]) / steps:.0f}"
+      print(f"{name}: {key:<22} {steps * batch / seconds:>12,.0f} "
+            f"{1e6 * seconds / steps:>9.1f} ({spread:>11}) {median['plain'] / seconds:>8.2f}x")
+    print(f"{name}: ours/plain {median['ours'] / median['plain']:.3f}, ours-scan/plain-scan "
+          f"{median['ours-scan'] / median['plain-scan']:.3f}, monitor cost "
+          f"{median['ours+monitors'] / median['ours'] - 1:+.1%}"
+          + (f", torch/ours {median['torch'] / median['ours']:.3f}" if "torch" in median else ""))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  launch.run(main)
