@@ -10,6 +10,8 @@ lists them). A ``--workdir`` that holds checkpoints is resumed (after a kill, th
 same parameters as an uninterrupted one). Without ``--workdir`` a fresh ``runs/<config>-<time>`` is
 used. Outputs: ``metrics.jsonl``, TensorBoard events (``tensorboard/``), ``figures/*.png``,
 ``verdict.txt``, ``summary.json`` and ``checkpoints/`` (latest + best by validation accuracy).
+On several processes (hosts) as one run: ``--coordinator_address``, ``--num_processes``,
+``--process_id`` (or a TPU pod slice's / SLURM's environment); see research/train/README.md.
 Exit status: 0 done, 1 a user mistake (bad config, flag or workdir; a checkpoint that does not
 match), 2 diverged, 130 interrupted.
 """
@@ -68,4 +70,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-  launch.run(main, config=_CONFIG)
+  launch.run(main, config=_CONFIG, multiprocess=True)

@@ -189,7 +189,8 @@ def test_corrupt_checkpoint_gets_a_clear_error(tmp_path, dataset):
       with open(os.path.join(root, name), "wb") as f:
         f.write(b"garbage")
   config.train.num_epochs = 2
-  with pytest.raises(train.CheckpointError, match=r"checkpoint .*checkpoints/1 is unreadable"):
+  with pytest.raises(train.CheckpointError, match=r"no intact checkpoint in .*checkpoints: epoch 1: "
+                     r"state/.* does not match its checksum"):
     train.train_and_evaluate(config, str(tmp_path), dataset=dataset, log=None)
   assert os.path.isdir(state_dir)  # nothing already written is lost
 

@@ -25,6 +25,7 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
+from research.launch import distributed_flags
 from research.launch.errors import fail
 
 FLAG = "config"
@@ -158,7 +159,7 @@ def define_config_file(default_path: str, help_string: str = "Experiment config 
     holder = config_flags.DEFINE_config_dict(FLAG, config, help_string)
   else:
     holder = config_flags.DEFINE_config_file(FLAG, default_path, help_string)
-  show_in_help(FLAG, PRINT_CONFIG, "verbosity")
+  show_in_help(FLAG, PRINT_CONFIG, "verbosity", *distributed_flags.NAMES)
   return holder
 
 

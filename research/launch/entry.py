@@ -7,6 +7,9 @@
   initialize backend" lines stay out of the way; ``--verbosity=0`` (INFO) or ``1`` (DEBUG) shows
   them;
 * ``--print_config`` prints the resolved config and exits;
+* several processes (hosts) join as one run before ``main`` (``--coordinator_address``,
+  ``--num_processes``, ``--process_id``, or the cluster's environment: TPU pod slice, SLURM
+  ``srun``, Open MPI; see :mod:`research.launch.distributed_flags`);
 * JAX's persistent compilation cache is on (``$TRAINLAB_COMPILATION_CACHE``, default
   ``~/.cache/trainlab/jax``; ``off`` disables it): a second run of a config compiles nothing;
 * ``main`` validates everything first (:func:`validated`) and raises :class:`UserError` (or lets a
@@ -23,7 +26,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 from absl import app, flags, logging
 
-from research.launch import config_flags
+from research.launch import config_flags, distributed_flags
 from research.launch.errors import EXIT_INTERRUPTED, UserError, error_line, fail
 
 T = TypeVar("T")
@@ -90,7 +93,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 def run(main: Callable[..., int | None], *, config: Any = None,
-        positional: str | None = None) -> None:
+        positional: str | None = None, multiprocess: bool = False) -> None:
   """Runs ``main()`` as an absl program with the project's conventions (module docstring).
 
   Args:
@@ -98,6 +101,8 @@ def run(main: Callable[..., int | None], *, config: Any = None,
     config: the ``--config`` flag holder, for ``--print_config``.
     positional: the name of the positional arguments the script takes (e.g. ``"workdirs"``):
       ``main`` is then called with their list; None: positional arguments are a user error.
+    multiprocess: the script may run on several processes (hosts) as one run; the others
+      refuse it with one line.
   """
 
   def absl_main(argv: Sequence[str]) -> int:
@@ -108,6 +113,12 @@ def run(main: Callable[..., int | None], *, config: Any = None,
     if config is not None and config_flags.print_config_requested():
       print(config.value)
       return 0
+    # Before any JAX computation and before our SIGTERM handler.
+    if multiprocess:
+      distributed_flags.initialize()
+    elif distributed_flags.requested():
+      fail("this script runs in one process; training on several processes (hosts) is "
+           "scripts/train.py")
     signal.signal(signal.SIGTERM, _interrupt)
     enable_compilation_cache()
     try:

@@ -17,6 +17,12 @@ checksums (a flipped byte, a missing ``_METADATA`` or data file), and :meth:`res
 falls back to the newest intact checkpoint, moving damaged ones to ``checkpoints.damaged/`` (kept
 for inspection, never deleted) and saying so. A leftover of a kill during a deletion (a step
 folder missing an item) is treated the same way and never breaks ``best_epoch``.
+
+With several processes (``research.train.distributed``) every process makes the same orbax calls
+(saves, restores and deletions are collective: orbax writes and deletes on process 0 and waits for
+the others), and what chooses them is decided once, on process 0, and handed to all: which
+checkpoints are intact, which to delete, which to restore. Checksums are written and verified by
+process 0; the workdir must be on a file system every process sees.
 """
 from __future__ import annotations
 
@@ -31,6 +37,9 @@ import flax.serialization
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
+
+from research.train import distributed
 
 CHECKPOINT_DIR = "checkpoints"
 DAMAGED_DIR = "checkpoints.damaged"
@@ -182,7 +191,8 @@ class Checkpoints:
     self._manager.save(int(epoch), args=ocp.args.Composite(
         state=ocp.args.StandardSave(state_dict), meta=ocp.args.JsonSave(dict(meta))), force=True)
     self._manager.wait_until_finished()
-    self._write_checksums(epoch)
+    if distributed.is_main():   # the files are complete: orbax's save waited for every process
+      self._write_checksums(epoch)
     self._accuracy[int(epoch)] = float(val_accuracy)
     self._prune()
 
@@ -203,24 +213,26 @@ class Checkpoints:
     return set(epochs[-self.keep_latest:]) | {e for _, e in ranked[:self.keep_best]}
 
   def _prune(self) -> None:
+    # Every process lists the steps before process 0 decides (the broadcast waits for all), so
+    # each deletes the same ones, which every process's orbax manager knows.
     epochs = self.epochs()
-    keep = self.kept_epochs(epochs)
-    for epoch in epochs:
-      if epoch not in keep:
-        self._manager.delete(epoch)
-        self._accuracy.pop(epoch, None)
+    doomed = distributed.decide(lambda: [e for e in epochs if e not in self.kept_epochs(epochs)])
+    for epoch in doomed:
+      self._manager.delete(epoch)
+      self._accuracy.pop(epoch, None)
 
   # -- restoring -------------------------------------------------------------------------------
 
   def restore_meta(self, epoch: int) -> dict:
+    """The ``meta`` item of ``epoch``, read by this process alone (orbax's handler, not the
+    manager's collective restore: process 0 reads it to decide for every process)."""
     try:
-      restored = self._manager.restore(int(epoch), args=ocp.args.Composite(
-          meta=ocp.args.JsonRestore()))
+      restored = ocp.JsonCheckpointHandler().restore(epath.Path(self._step_path(epoch)) / "meta")
     except Exception as e:  # noqa: BLE001 - orbax raises many kinds
       raise CheckpointError(f"checkpoint {self._step_path(epoch)} is unreadable "
                             f"({type(e).__name__}: {e}); delete it to fall back to "
                             f"{self._others(epoch)}.") from None
-    return dict(restored["meta"])
+    return dict(restored)
 
   def _others(self, epoch: int) -> str:
     others = [e for e in self.epochs() if e != epoch]
@@ -235,7 +247,7 @@ class Checkpoints:
         path and the first mismatching leaves.
     """
     path = self._step_path(epoch)
-    damage = self.verify(epoch)
+    damage = distributed.decide(self.verify, epoch)
     if damage:
       raise CheckpointError(f"checkpoint {path} is damaged: {damage}; delete it to fall back to "
                             f"{self._others(epoch)}.")
@@ -273,6 +285,16 @@ class Checkpoints:
       CheckpointError: checkpoints exist but none is intact (nothing is moved then), or one does
         not match this config.
     """
+    latest_good = distributed.decide(self._set_aside_damaged)
+    if latest_good is None:
+      return None
+    self._manager.reload()   # process 0 may have moved damaged ones away
+    state, meta = self.restore(latest_good, target)
+    return latest_good, state, meta
+
+  def _set_aside_damaged(self) -> int | None:
+    """The newest intact epoch (None without checkpoints), after setting aside the damaged
+    newer ones; raises :class:`CheckpointError` when none is intact."""
     epochs = self.epochs()
     damaged = {e: self.verify(e) for e in epochs}
     good = [e for e in epochs if not damaged[e]]
@@ -289,12 +311,14 @@ class Checkpoints:
         self.set_aside(epoch, damaged[epoch])
     if latest_good != epochs[-1]:
       self._log(f"falling back to epoch {latest_good}, the newest intact checkpoint")
-    state, meta = self.restore(latest_good, target)
-    return latest_good, state, meta
+    return latest_good
 
   def best_epoch(self) -> int | None:
     """The intact epoch with the highest validation accuracy (the latest on ties, as the kept
-    set); damaged or unreadable leftovers are skipped."""
+    set); damaged or unreadable leftovers are skipped. Decided by process 0."""
+    return distributed.decide(self._best_epoch)
+
+  def _best_epoch(self) -> int | None:
     best, best_acc = None, -np.inf
     for epoch in self.epochs():
       if self.verify(epoch):

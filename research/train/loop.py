@@ -12,6 +12,12 @@ Reads top to bottom in named parts, as the flax examples split ``train_epoch`` f
     finish(run, "done")                       # test of the best checkpoint, summary, verdict
 
 Epochs are the unit of every x-axis. Nothing of an epoch is kept when it diverges.
+
+Several processes (``research.train.distributed``: a TPU pod slice, a SLURM job,
+``--num_processes``) run this same loop as one run over the devices of all of them: each reads its
+share of every batch; process 0 alone writes the records, figures, verdict and summary;
+checkpoints are saved and restored by all; divergence, the epoch's record and an early stop are
+process 0's, agreed by every process (none waits alone in a collective).
 """
 from __future__ import annotations
 
@@ -26,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from research import averaging, data as data_lib, monitor, optim
-from research.train import resume
+from research.train import distributed, resume
 from research.train.config_checks import validate_config
 from research.train.evaluation import evaluate
 from research.train.experiment import Experiment, build_experiment, init_state
@@ -119,6 +125,9 @@ def start_run(config: Any, workdir: str, dataset: data_lib.Dataset | None = None
   if started is not None:
     phases.add("import", now - started)
   validate_config(config)
+  main = distributed.is_main()
+  if not main:   # one voice: process 0 says what the run does
+    log = lambda _: None
   with phases("data"):
     dataset = data_lib.load_dataset(config.data) if dataset is None else dataset
   with phases("init"):
@@ -144,22 +153,26 @@ def start_run(config: Any, workdir: str, dataset: data_lib.Dataset | None = None
       loop.update(meta["loop"])
       log(f"resumed from {ckpts.directory}/{start_epoch} (epoch {start_epoch} of "
           f"{config.train.num_epochs} done)")
-    # Rows after the checkpoint (or every row, without one) were lost with a kill: written again.
-    resume.truncate_records(workdir, start_epoch, log)
-    resume.save_config(workdir, config)
+    if main:
+      # Rows after the checkpoint (or every row, without one) were lost with a kill: written again.
+      resume.truncate_records(workdir, start_epoch, log)
+      resume.save_config(workdir, config)
   state = parallel.replicate(state)
   with phases("compile"):
     train_step, monitored_step = _compile_steps(experiment, parallel, state)
   devices = parallel.devices
+  processes = parallel.num_processes
   log(f"backend {jax.default_backend()}: {len(devices)} device"
       f"{'s' if len(devices) > 1 else ''} ({', '.join(str(d) for d in devices[:4])}"
-      f"{', ...' if len(devices) > 4 else ''}); {experiment.steps_per_epoch} steps of "
-      f"{experiment.batch_size} per epoch")
+      f"{', ...' if len(devices) > 4 else ''})"
+      + (f" in {processes} processes" if processes > 1 else "")
+      + f"; {experiment.steps_per_epoch} steps of {experiment.batch_size} per epoch")
   return Run(
       config=config, workdir=workdir, experiment=experiment, parallel=parallel, state=state,
       train_step=train_step, monitored_step=monitored_step,
       eval_step=jax.jit(make_eval_step(experiment.model)),
-      writer=_writer(workdir, config, experiment), checkpoints=ckpts,
+      writer=_writer(workdir, config, experiment) if main else distributed.Muted(),
+      checkpoints=ckpts,
       progress=monitor.ProgressLine(int(config.train.num_epochs), start_epoch=start_epoch),
       log=log, start_epoch=start_epoch, started=started if started is not None else now,
       phases=phases, loop=loop)
@@ -203,10 +216,11 @@ def train_epoch(run: Run, epoch: int) -> tuple[np.ndarray, float]:
   x_train, y_train = experiment.dataset.x_train, experiment.dataset.y_train
   monitor_every = int(config.monitor.every_steps) if config.monitor.enabled else 0
   order = epoch_permutation(config.seed, epoch, len(x_train))[:steps * batch_size]
+  rows = run.parallel.local_rows(batch_size)   # this process reads only its share of a batch
   losses, accuracies = [], []
   state = run.state
   for i, idx in enumerate(order.reshape(steps, batch_size)):
-    x, y = run.parallel.shard_batch(x_train[idx], y_train[idx])
+    x, y = run.parallel.shard_batch(x_train[idx[rows]], y_train[idx[rows]])
     step = epoch * steps + i
     if monitor_every and step % monitor_every == 0:
       state, metrics = run.monitored_step(state, x, y)
@@ -229,13 +243,17 @@ def check_divergence(run: Run, epoch: int, batch_losses: np.ndarray) -> None:
     loop["reference_loss"] = float(batch_losses[0])
   factor = float(run.config.train.divergence_factor)
   bad = ~np.isfinite(batch_losses) | (batch_losses > factor * loop["reference_loss"])
+  message = None
   if bad.any():
     first = int(np.argmax(bad))
     kept = run.checkpoints.latest_epoch() if run.checkpoints else None
-    raise DivergenceError(_diverged_message(
+    message = _diverged_message(
         epoch, epoch * run.experiment.steps_per_epoch + first + 1, float(batch_losses[first]),
         loop["reference_loss"], factor, float(optim.get_learning_rate(run.state.opt_state)),
-        kept, run.workdir))
+        kept, run.workdir)
+  message = distributed.agreed(message)   # every process stops, or none
+  if message:
+    raise DivergenceError(message)
 
 
 def evaluate_candidates(run: Run, state: TrainState, x: np.ndarray, y: np.ndarray
@@ -262,7 +280,9 @@ def validate(run: Run, batch_losses: np.ndarray, train_accuracy: float) -> dict[
   for name, val in evaluate_candidates(run, run.state, dataset.x_val, dataset.y_val).items():
     prefix = "" if name == "raw" else f"{name}/"
     record[f"{prefix}val_loss"], record[f"{prefix}val_accuracy"] = val["loss"], val["accuracy"]
-  return record
+  # Process 0's record everywhere: the best epoch and the plateau's scale of the learning rate
+  # (in the replicated state) must be the same on every process.
+  return distributed.agreed(record)
 
 
 def _selected(run: Run, record: dict) -> float:
@@ -296,7 +316,7 @@ def end_epoch(run: Run, epoch: int, record: dict, elapsed: float) -> None:
                    if config.monitor.get("figures", True) else 0)
   if figures_every and (epoch + 1) % figures_every == 0 and epoch + 1 < config.train.num_epochs:
     # Refreshed in a child process, off the training thread; one refresh at a time.
-    if run.pending_figures is None or run.pending_figures.done():
+    if distributed.is_main() and (run.pending_figures is None or run.pending_figures.done()):
       run.writer.flush()
       run.pending_figures = monitor.make_figures_async(run.workdir, warn=run.log)
 
@@ -357,7 +377,8 @@ def finish(run: Run, status: str) -> dict:
                            {k: v for k, v in final_metrics.items() if v is not None},
                            status="success" if status in ("done", "stopped") else "failure")
   run.writer.flush()
-  if status != "interrupted":
+  main = distributed.is_main()   # the files of the run are process 0's
+  if status != "interrupted" and main:
     kernel = _first_kernel(jax.device_get(run.state.params))
     if kernel is not None and status == "done":
       monitor.save_first_layer(run.workdir, kernel, run.experiment.dataset.image_shape)
@@ -374,7 +395,8 @@ def finish(run: Run, status: str) -> dict:
   run.phases.add("other", max(0.0, wall - sum(run.phases.seconds.values())))
   summary["wall_time_s"] = wall
   summary["phases_s"] = run.phases.rounded()
-  write_summary(run.workdir, summary)
+  if main:
+    write_summary(run.workdir, summary)
   return summary
 
 
@@ -390,7 +412,8 @@ def train_and_evaluate(config: Any, workdir: str, *,
     workdir: where checkpoints, ``metrics.jsonl``, TensorBoard events, figures, the verdict and
       ``summary.json`` go; made absolute.
     on_epoch_end: called as ``on_epoch_end(epoch, record)`` after each epoch (0-based ``epoch``,
-      ``record`` the epoch's metrics); returning True stops training (e.g. search pruning).
+      ``record`` the epoch's metrics); returning True stops training (e.g. search pruning). With
+      several processes it is called on each (with the same record); process 0's answer counts.
     dataset: an already loaded data set (default ``load_dataset(config.data)``).
     log: where progress lines go (None: silent).
     started: when the caller started (``time.time()``), for the wall time and phases.
@@ -416,7 +439,8 @@ def train_and_evaluate(config: Any, workdir: str, *,
       with run.phases("validate"):
         record = validate(run, batch_losses, train_accuracy)
       end_epoch(run, epoch, record, time.perf_counter() - start)
-      if on_epoch_end is not None and on_epoch_end(epoch, {"epoch": epoch + 1, **record}):
+      if on_epoch_end is not None and distributed.agreed(  # process 0's call stops them all
+          bool(on_epoch_end(epoch, {"epoch": epoch + 1, **record}))):
         run.log(f"stopped after epoch {epoch + 1} by on_epoch_end")
         status = "stopped"
         break

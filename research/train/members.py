@@ -27,6 +27,12 @@ by ``on_epoch_end`` (search pruning). The program stops when every member has st
 An epoch is either one ``lax.scan`` over the steps (one dispatch per epoch: best for small dense
 models) or a Python loop over the jitted vmapped step (convolutions inside a scan's while loop run
 ~9x slower on XLA:CPU): ``epoch_mode='auto'`` picks the loop for convolutional models.
+
+On a machine with several devices the members axis is split over them
+(``research.train.parallel.MembersParallel``: ``NamedSharding(mesh, P('members'))`` on the stacked
+state, the data replicated): each device trains its own members in the same compiled program. The
+results are those of one device up to float reassociation (XLA's kernels for 1 and for 8 members
+add in different orders, as between populations of different sizes on one device).
 """
 from __future__ import annotations
 
@@ -47,9 +53,11 @@ import numpy as np
 from research import models, optim
 from research.launch.config_tree import flatten_config
 from research.optim.hyperparams import find_hyperparams_state
+from research.train import distributed
 from research.train.evaluation import evaluate
 from research.train.experiment import Experiment, build_experiment
 from research.train.losses import l2_penalty
+from research.train.parallel import MembersParallel
 from research.train.state import TrainState, epoch_permutation, make_init
 from research.train.steps import make_eval_step, make_train_step
 
@@ -307,7 +315,8 @@ def train_members(configs: Sequence[ml_collections.ConfigDict],
                   on_epoch_end: Callable[[int, list], Sequence[bool]] | None = None,
                   on_snapshot: Callable[[int, dict, dict], None] | None = None,
                   dataset=None, epoch_mode: str = "auto",
-                  log: Callable[[str], None] | None = None) -> MembersResult:
+                  log: Callable[[str], None] | None = None,
+                  devices: Sequence[Any] | None = None) -> MembersResult:
   """Trains ``len(configs)`` members at once in one vmapped, jitted program.
 
   Args:
@@ -323,6 +332,8 @@ def train_members(configs: Sequence[ml_collections.ConfigDict],
     dataset: a loaded ``research.data.Dataset`` (default: ``load_dataset(config.data)``).
     epoch_mode: ``'auto'``, ``'scan'`` or ``'loop'`` (see :func:`make_members_epoch`).
     log: optional ``print``-like callable, one line per epoch.
+    devices: the devices the members are split over (default: every local device); the most of
+      them that divide ``len(configs)`` evenly are used (one device: nothing is split).
 
   Raises:
     ValueError: configs that differ elsewhere, or a bad config value.
@@ -338,17 +349,23 @@ def train_members(configs: Sequence[ml_collections.ConfigDict],
   experiment = build_experiment(base, dataset)
   dataset, steps, batch_size = experiment.dataset, experiment.steps_per_epoch, experiment.batch_size
   state = init_members(experiment, configs, the_plan)
+  # Each device trains its own members; the data is on every device (one device: as it was).
+  spread = MembersParallel(k, devices)
+  by_member, shared = ((spread.shard, spread.replicate) if spread.num_devices > 1
+                       else (jnp.asarray, jnp.asarray))
+  if spread.num_devices > 1:
+    state = spread.shard(state)
   float_dtype = jnp.result_type(float)  # what a Python-float dropout rate becomes in flax
-  rates = jnp.asarray(the_plan.dropout if the_plan.dropout is not None else np.zeros(k),
-                      float_dtype)
-  l2 = jnp.asarray(the_plan.l2, float_dtype)
+  rates = by_member(jnp.asarray(the_plan.dropout if the_plan.dropout is not None else np.zeros(k),
+                                float_dtype))
+  l2 = by_member(jnp.asarray(the_plan.l2, float_dtype))
   member_step = make_member_step(make_train_step(experiment.model, experiment.tx, base),
                                  bool(np.any(the_plan.l2)), the_plan.dropout is not None)
   epoch_fn = make_members_epoch(member_step, choose_epoch_mode(base, epoch_mode))
   eval_step = jax.jit(jax.vmap(make_eval_step(experiment.model), in_axes=(0, 0, None, None)))
   plateau = experiment.plateau
   plateau_states = [plateau.init() for _ in range(k)] if plateau else None
-  x_train, y_train = jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train)
+  x_train, y_train = shared(dataset.x_train), shared(dataset.y_train)
   n = len(dataset.x_train)
   factor = float(base.train.divergence_factor)
   reference = np.full(k, np.nan)
@@ -363,14 +380,14 @@ def train_members(configs: Sequence[ml_collections.ConfigDict],
   for epoch in range(int(base.train.num_epochs)):
     start = time.perf_counter()
     perms = member_permutations(the_plan.seeds, epoch, n, steps, batch_size)
-    state, losses, accuracies = epoch_fn(state, l2, rates, x_train, y_train, jnp.asarray(perms))
+    state, losses, accuracies = epoch_fn(state, l2, rates, x_train, y_train, by_member(perms))
     losses = np.asarray(jax.device_get(losses), np.float64)
     accuracies = np.asarray(jax.device_get(accuracies), np.float64)
     learning_rates = np.asarray(jax.vmap(optim.get_learning_rate)(state.opt_state), np.float64)
     if epoch == 0:
       reference = losses[:, 0].copy()
     val = evaluate(eval_step, state.params, state.batch_stats, dataset.x_val, dataset.y_val,
-                   int(base.train.eval_batch_size))
+                   int(base.train.eval_batch_size), shared)
     records: list[dict | None] = [None] * k
     for m in np.flatnonzero(active):
       errors[m] = _divergence(losses[m], reference[m], factor, epoch, steps, learning_rates[m])
@@ -402,7 +419,7 @@ def train_members(configs: Sequence[ml_collections.ConfigDict],
         continue
       record["time"] = elapsed
       history[m].append(record)
-      if workdirs is not None:
+      if workdirs is not None and distributed.is_main():   # one writer in a multi-process run
         _write_metrics(workdirs[m], record)
     if on_snapshot is not None:
       on_snapshot(epoch + 1, {"params": state.params, "batch_stats": state.batch_stats},
