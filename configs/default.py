@@ -77,6 +77,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.batch_size = 64
   config.train.eval_batch_size = 512
   config.train.divergence_factor = 10.0  # stop when loss > factor * initial loss (or NaN/Inf)
+  config.train.steps_per_call = 1      # updates per dispatch (lax.scan): >1 for tiny, fast steps
 
   # Babysitting (research.monitor).
   config.monitor = ml_collections.ConfigDict()

@@ -65,6 +65,7 @@ from research import train
 config = small_config(epochs=1)
 config.model.dropout = 0.1
 config.checkpoint.enabled = False
+config.train.steps_per_call = {per_call}
 result = train.train_and_evaluate(config, {workdir!r}, log=None)
 print(json.dumps({{"devices": jax.device_count(),
                    "history": [[r["train_loss"], r["val_loss"], r["val_accuracy"]]
@@ -73,19 +74,21 @@ print(json.dumps({{"devices": jax.device_count(),
 """
 
 
-def _run_on_devices(count, workdir):
+def _run_on_devices(count, workdir, per_call=1):
   env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={count}",
              JAX_PLATFORMS="cpu")
-  out = subprocess.run([sys.executable, "-c", _DEVICES_SCRIPT.format(repo=REPO,
-                                                                     workdir=str(workdir))],
+  code = _DEVICES_SCRIPT.format(repo=REPO, workdir=str(workdir), per_call=per_call)
+  out = subprocess.run([sys.executable, "-c", code],
                        capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
   assert out.returncode == 0, out.stderr[-3000:]
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_eight_cpu_devices_match_one(tmp_path):
+  """8 devices (with 4 steps per dispatch: the scanned steps split their batches over the
+  devices too) give the losses of 1."""
   one = _run_on_devices(1, tmp_path / "one")
-  eight = _run_on_devices(8, tmp_path / "eight")
+  eight = _run_on_devices(8, tmp_path / "eight", per_call=4)
   assert (one["devices"], eight["devices"]) == (1, 8)
   np.testing.assert_allclose(eight["history"], one["history"], rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(eight["kernel"], one["kernel"], rtol=1e-3, atol=1e-5)

@@ -46,6 +46,33 @@ def test_a_run_compiles_the_same_programs_whatever_its_length(tmp_path):
   assert counts[2] <= 8, counts   # per run: init, train step, monitored step, evaluation...
 
 
+def test_several_steps_per_dispatch_train_the_same_run(tmp_path):
+  """config.train.steps_per_call: the steps between two monitored ones run S per dispatch (one
+  lax.scan); the updates, their order and the records are those of one step per dispatch."""
+  dataset = data.load_dataset(small_config().data)
+  results = {}
+  for per_call in (1, 3):
+    config = small_config(epochs=2)
+    config.monitor.figures = False
+    config.train.steps_per_call = per_call
+    results[per_call] = train.train_and_evaluate(config, str(tmp_path / f"s{per_call}"),
+                                                 dataset=dataset, log=None)
+  np.testing.assert_allclose(
+      np.concatenate([np.ravel(a) for a in jax_leaves(results[3].state.params)]),
+      np.concatenate([np.ravel(a) for a in jax_leaves(results[1].state.params)]),
+      rtol=1e-5, atol=1e-6)
+  for a, b in zip(results[1].history, results[3].history):
+    assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
+    assert b["val_accuracy"] == pytest.approx(a["val_accuracy"], abs=1e-9)
+  rows = [r for r in map(json.loads, open(tmp_path / "s3" / "metrics.jsonl")) if "batch_loss" in r]
+  assert len(rows) == 2 * (1257 // 64)
+
+
+def jax_leaves(tree):
+  import jax
+  return jax.tree.leaves(jax.device_get(tree))
+
+
 def test_the_summary_says_where_the_time_went(tmp_path):
   config = small_config(epochs=1)
   config.monitor.figures = False

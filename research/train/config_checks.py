@@ -51,6 +51,7 @@ def validate_config(config: Any) -> None:
   _integer("train.batch_size", config.train.batch_size, 1)
   _integer("train.eval_batch_size", config.train.eval_batch_size, 1)
   _number("train.divergence_factor", config.train.divergence_factor, 1.0, strict=True)
+  _integer("train.steps_per_call", config.train.get("steps_per_call", 1), 1)
   _boolean("monitor.enabled", config.monitor.enabled)
   _integer("monitor.every_steps", config.monitor.every_steps, 1)
   _integer("monitor.histogram_bins", config.monitor.histogram_bins, 1)

@@ -68,6 +68,7 @@ class Run:
   train_step: Callable
   monitored_step: Callable | None
   eval_step: Callable
+  multi_step: Callable | None   # config.train.steps_per_call steps per dispatch (lax.scan)
   writer: Any                   # monitor.MetricsWriter
   checkpoints: Any              # checkpoints.Checkpoints, or None when off
   progress: monitor.ProgressLine
@@ -159,7 +160,7 @@ def start_run(config: Any, workdir: str, dataset: data_lib.Dataset | None = None
       resume.save_config(workdir, config)
   state = parallel.replicate(state)
   with phases("compile"):
-    train_step, monitored_step = _compile_steps(experiment, parallel, state)
+    train_step, monitored_step, multi_step = _compile_steps(experiment, parallel, state)
   devices = parallel.devices
   processes = parallel.num_processes
   log(f"backend {jax.default_backend()}: {len(devices)} device"
@@ -169,7 +170,7 @@ def start_run(config: Any, workdir: str, dataset: data_lib.Dataset | None = None
       + f"; {experiment.steps_per_epoch} steps of {experiment.batch_size} per epoch")
   return Run(
       config=config, workdir=workdir, experiment=experiment, parallel=parallel, state=state,
-      train_step=train_step, monitored_step=monitored_step,
+      train_step=train_step, monitored_step=monitored_step, multi_step=multi_step,
       eval_step=jax.jit(make_eval_step(experiment.model)),
       writer=_writer(workdir, config, experiment) if main else distributed.Muted(),
       checkpoints=ckpts,
@@ -179,15 +180,18 @@ def start_run(config: Any, workdir: str, dataset: data_lib.Dataset | None = None
 
 
 def _compile_steps(experiment: Experiment, parallel: DataParallel, state: TrainState
-                   ) -> tuple[Callable, Callable | None]:
-  """The train step and the monitored step, compiled once, ahead of the first batch (one
-  program each, whatever the number of epochs)."""
+                   ) -> tuple[Callable, Callable | None, Callable | None]:
+  """The train step, the monitored step and (``config.train.steps_per_call > 1``) the scanned
+  steps, compiled once, ahead of the first batch (one program each, whatever the epochs)."""
   config = experiment.config
   dataset = experiment.dataset
-  batch = (jax.ShapeDtypeStruct((experiment.batch_size,) + dataset.x_train.shape[1:],
-                                dataset.x_train.dtype, sharding=parallel.batch),
-           jax.ShapeDtypeStruct((experiment.batch_size,), dataset.y_train.dtype,
-                                sharding=parallel.batch))
+  x_shape, batch_size = dataset.x_train.shape[1:], experiment.batch_size
+
+  def spec(shape, dtype, sharding):
+    return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
+
+  batch = (spec((batch_size,) + x_shape, dataset.x_train.dtype, parallel.batch),
+           spec((batch_size,), dataset.y_train.dtype, parallel.batch))
 
   def compiled(monitored: bool) -> Callable:
     step = jax.jit(make_train_step(experiment.model, experiment.tx, config, monitored=monitored),
@@ -195,7 +199,18 @@ def _compile_steps(experiment: Experiment, parallel: DataParallel, state: TrainS
     return step.lower(state, *batch).compile()
 
   monitored = compiled(True) if config.monitor.enabled else None
-  return compiled(False), monitored
+  multi = None
+  per_call = int(config.train.get("steps_per_call", 1))
+  if per_call > 1:
+    step = make_train_step(experiment.model, experiment.tx, config)
+
+    def steps(state, xs, ys):   # several updates per dispatch: one lax.scan over the batches
+      return jax.lax.scan(lambda s, xy: step(s, *xy), state, (xs, ys))
+
+    batches = (spec((per_call, batch_size) + x_shape, dataset.x_train.dtype, parallel.batches),
+               spec((per_call, batch_size), dataset.y_train.dtype, parallel.batches))
+    multi = jax.jit(steps, donate_argnums=0).lower(state, *batches).compile()
+  return compiled(False), monitored, multi
 
 
 def _writer(workdir: str, config: Any, experiment: Experiment) -> monitor.MetricsWriter:
@@ -209,30 +224,46 @@ def train_epoch(run: Run, epoch: int) -> tuple[np.ndarray, float]:
   """One pass over the shuffled training set; ``(batch losses, mean batch accuracy)``.
 
   Every ``config.monitor.every_steps``-th step is the monitored step (update ratios, activation
-  and gradient statistics, written as a sample).
+  and gradient statistics, written as a sample). With ``config.train.steps_per_call = S > 1`` the
+  steps in between run S at a time in one dispatch (the same updates, in the same order).
   """
   config, experiment = run.config, run.experiment
   steps, batch_size = experiment.steps_per_epoch, experiment.batch_size
   x_train, y_train = experiment.dataset.x_train, experiment.dataset.y_train
   monitor_every = int(config.monitor.every_steps) if config.monitor.enabled else 0
+  per_call = int(config.train.get("steps_per_call", 1)) if run.multi_step is not None else 1
   order = epoch_permutation(config.seed, epoch, len(x_train))[:steps * batch_size]
-  rows = run.parallel.local_rows(batch_size)   # this process reads only its share of a batch
+  batches = order.reshape(steps, batch_size)[:, run.parallel.local_rows(batch_size)]
   losses, accuracies = [], []
   state = run.state
-  for i, idx in enumerate(order.reshape(steps, batch_size)):
-    x, y = run.parallel.shard_batch(x_train[idx[rows]], y_train[idx[rows]])
+  i = 0
+  while i < steps:
     step = epoch * steps + i
     if monitor_every and step % monitor_every == 0:
+      x, y = run.parallel.shard_batch(x_train[batches[i]], y_train[batches[i]])
       state, metrics = run.monitored_step(state, x, y)
       run.writer.write_sample(step / steps, metrics["update_ratio"], metrics["layers"])
+      taken = 1
     else:
-      state, metrics = run.train_step(state, x, y)
-    losses.append(metrics["loss"])
-    accuracies.append(metrics["accuracy"])
+      free = steps - i   # steps until the next monitored one or the end of the epoch
+      if monitor_every:
+        free = min(free, monitor_every - step % monitor_every)
+      if per_call > 1 and free >= per_call:
+        idx = batches[i:i + per_call]
+        xs, ys = run.parallel.shard_batches(x_train[idx], y_train[idx])
+        state, metrics = run.multi_step(state, xs, ys)
+        taken = per_call
+      else:
+        x, y = run.parallel.shard_batch(x_train[batches[i]], y_train[batches[i]])
+        state, metrics = run.train_step(state, x, y)
+        taken = 1
+    losses.append(jnp.reshape(metrics["loss"], (taken,)))
+    accuracies.append(jnp.reshape(metrics["accuracy"], (taken,)))
+    i += taken
   run.state = state
-  batch_losses = np.asarray(jax.device_get(jnp.stack(losses)), np.float64)  # waits for the steps
+  batch_losses = np.asarray(jax.device_get(jnp.concatenate(losses)), np.float64)
   run.writer.write_batch_losses(epoch, batch_losses)
-  return batch_losses, float(np.mean(jax.device_get(jnp.stack(accuracies))))
+  return batch_losses, float(np.mean(jax.device_get(jnp.concatenate(accuracies))))
 
 
 def check_divergence(run: Run, epoch: int, batch_losses: np.ndarray) -> None:

@@ -32,6 +32,9 @@ class DataParallel:
     self.devices = list(devices if devices is not None else jax.devices())
     self.mesh = Mesh(np.asarray(self.devices), ("data",))
     self.batch = NamedSharding(self.mesh, P("data"))
+    # Several steps' batches stacked on a leading axis (config.train.steps_per_call): each step's
+    # batch split over the devices as above.
+    self.batches = NamedSharding(self.mesh, P(None, "data"))
     self.replicated = NamedSharding(self.mesh, P())
 
   @property
@@ -66,6 +69,14 @@ class DataParallel:
     if self.num_processes == 1:
       return tuple(jax.device_put(a, self.batch) for a in arrays)
     return tuple(jax.make_array_from_process_local_data(self.batch, np.asarray(a))
+                 for a in arrays)
+
+  def shard_batches(self, *arrays: Any) -> tuple[jax.Array, ...]:
+    """Like :meth:`shard_batch` for ``(steps, rows, ...)`` arrays: several steps' batches (this
+    process's rows of each) stacked on a leading axis."""
+    if self.num_processes == 1:
+      return tuple(jax.device_put(a, self.batches) for a in arrays)
+    return tuple(jax.make_array_from_process_local_data(self.batches, np.asarray(a))
                  for a in arrays)
 
   def replicate(self, tree: Any) -> Any:
