@@ -75,6 +75,9 @@ def inject(factory: Callable[..., optax.GradientTransformation], static_args: tu
   def update_fn(updates, state, params=None, **extra_args):
     return build(hyperparam_dtype(updates)).update(updates, state, params, **extra_args)
 
+  # research.optim.update_and_apply may ask this update to apply itself in one fused pass (an
+  # extra argument other transformations, e.g. optax's line searches, would refuse).
+  update_fn.fused_apply = True
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
@@ -139,6 +142,24 @@ def get_learning_rate(opt_state: Any) -> jax.Array:
     if name in hyperparams:
       rate = rate * hyperparams[name]
   return rate
+
+
+def get_cache(opt_state: Any) -> Any:
+  """The squared-gradient ``cache`` of an AdaGrad or RMSProp state (same tree as the parameters).
+
+  AdaGrad's is ``sum_t g_t**2``, RMSProp's the running mean ``decay * cache + (1 - decay) * g**2``;
+  the effective learning rate of a coordinate is ``learning_rate / (sqrt(cache) + eps)``. For a
+  population (vmapped state) every leaf has the population axis.
+
+  Raises:
+    ValueError: the state holds no such cache (another rule).
+  """
+  from research.optim.rules import CacheState   # rules builds on this module
+  found = find_state(opt_state, CacheState)
+  if found is None:
+    raise ValueError("opt_state holds no squared-gradient cache: only adagrad and rmsprop keep "
+                     "one")
+  return found.cache
 
 
 def set_hyperparams(opt_state: Any, **values: Any) -> Any:

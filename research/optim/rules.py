@@ -13,6 +13,12 @@ their formulas; ``get_optimizer`` composes them. Rule states have the dtype of t
 arithmetic runs in the (at least float32) hyperparameter precision and is cast back, so float32,
 bfloat16 and float64 parameters keep their dtype.
 
+Each rule states its formula for ONE leaf and hands it, with the scalars it uses, to
+``research.optim.fused.update``. ``tx.update`` runs the formula; ``research.optim.fused.
+update_and_apply(tx, grads, opt_state, params)`` (the rules are ``GradientTransformationExtraArgs``
+to receive its request) lets a fused C++ kernel write ``params + delta`` and the new state in one
+pass on CPU, the same bits for float32 and float64 leaves (``fused.status()`` says if it runs).
+
 Reference: CS231n "Neural Networks Part 3" (parameter updates); Kingma & Ba 2015 (Adam);
 Duchi et al. 2011 (Adagrad); Tieleman & Hinton 2012 (RMSprop); Sutskever et al. 2013 (Nesterov).
 """
@@ -23,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from research.optim import validation
+from research.optim import fused, validation
 from research.optim.hyperparams import find_state, inject, keyword_factory
 
 ScalarOrSchedule = float | jax.Array | Callable[[jax.Array], jax.Array]
@@ -48,12 +54,15 @@ def sgd_rule(learning_rate: jax.Array) -> optax.GradientTransformation:
     del params
     return optax.EmptyState()
 
-  def update_fn(grads, state, params=None):
-    del params
-    deltas = jax.tree.map(lambda g: _cast_like(-learning_rate * g, g), grads)
+  def formula(g):
+    return (_cast_like(-learning_rate * g, g),)
+
+  def update_fn(grads, state, params=None, **extra_args):
+    deltas, _ = fused.update("sgd", formula, (-learning_rate,), grads, (), params,
+                             extra_args.get(fused.APPLY_ARG, False))
     return deltas, state
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 class VelocityState(NamedTuple):
@@ -74,13 +83,23 @@ def momentum_rule(learning_rate: jax.Array, mu: jax.Array) -> optax.GradientTran
   def init_fn(params):
     return VelocityState(velocity=_zeros_like(params))
 
-  def update_fn(grads, state, params=None):
-    del params
-    velocity = jax.tree.map(lambda v, g: _cast_like(mu * v - learning_rate * g, v),
-                            state.velocity, grads)
-    return velocity, VelocityState(velocity=velocity)
+  def update_fn(grads, state, params=None, **extra_args):
+    deltas, (velocity,) = _velocity_update(learning_rate, mu, grads, state.velocity, params,
+                                           extra_args)
+    return deltas, VelocityState(velocity=velocity)
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _velocity_update(learning_rate, mu, grads, velocity, params, extra_args):
+  """``v = mu * v - learning_rate * g``; the delta is ``v`` (momentum, Nesterov look-ahead)."""
+
+  def formula(g, v):
+    v = _cast_like(mu * v - learning_rate * g, v)
+    return v, v
+
+  return fused.update("momentum", formula, (mu, learning_rate), grads, (velocity,), params,
+                      extra_args.get(fused.APPLY_ARG, False))
 
 
 def nesterov_rule(learning_rate: jax.Array, mu: jax.Array) -> optax.GradientTransformation:
@@ -93,18 +112,20 @@ def nesterov_rule(learning_rate: jax.Array, mu: jax.Array) -> optax.GradientTran
   def init_fn(params):
     return VelocityState(velocity=_zeros_like(params))
 
-  def update_fn(grads, state, params=None):
-    del params
-
-    velocity = jax.tree.map(lambda v, g: _cast_like(mu * v - learning_rate * g, v),
-                            state.velocity, grads)
+  def formula(g, v):
+    v = _cast_like(mu * v - learning_rate * g, v)
     # dx = -mu * v_prev + (1 + mu) * v; substituting mu * v_prev = v + learning_rate * g gives
     # dx = mu * v - learning_rate * g, the same value without reading v_prev after v is written
     # (with a donated state both share one buffer, and XLA would first copy v_prev: 3x slower).
-    deltas = jax.tree.map(lambda v, g: _cast_like(mu * v - learning_rate * g, v), velocity, grads)
+    return _cast_like(mu * v - learning_rate * g, v), v
+
+  def update_fn(grads, state, params=None, **extra_args):
+    deltas, (velocity,) = fused.update("nesterov", formula, (mu, learning_rate), grads,
+                                       (state.velocity,), params,
+                                       extra_args.get(fused.APPLY_ARG, False))
     return deltas, VelocityState(velocity=velocity)
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 class LookaheadState(NamedTuple):
@@ -127,15 +148,13 @@ def nesterov_lookahead_rule(learning_rate: jax.Array, mu: jax.Array,
   def init_fn(params):
     return LookaheadState(velocity=_zeros_like(params), mu=jnp.asarray(mu))
 
-  def update_fn(grads, state, params=None):
-    del params
-    velocity = jax.tree.map(lambda v, g: _cast_like(mu * v - learning_rate * g, v),
-                            state.velocity, grads)
+  def update_fn(grads, state, params=None, **extra_args):
+    deltas, (velocity,) = _velocity_update(learning_rate, mu, grads, state.velocity, params,
+                                           extra_args)
     upcoming_mu = mu if next_mu is None else next_mu
-    return velocity, LookaheadState(velocity=velocity,
-                                    mu=jnp.asarray(upcoming_mu, state.mu.dtype))
+    return deltas, LookaheadState(velocity=velocity, mu=jnp.asarray(upcoming_mu, state.mu.dtype))
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def next_count_schedule(schedule: Any) -> Any:
@@ -159,14 +178,16 @@ def adagrad_rule(learning_rate: jax.Array, eps: jax.Array) -> optax.GradientTran
   def init_fn(params):
     return CacheState(cache=_zeros_like(params))
 
-  def update_fn(grads, state, params=None):
-    del params
-    cache = jax.tree.map(lambda c, g: _cast_like(c + g * g, c), state.cache, grads)
-    deltas = jax.tree.map(
-        lambda c, g: _cast_like(-learning_rate * g / (jnp.sqrt(c) + eps), g), cache, grads)
+  def formula(g, c):
+    c = _cast_like(c + g * g, c)
+    return _cast_like(-learning_rate * g / (jnp.sqrt(c) + eps), g), c
+
+  def update_fn(grads, state, params=None, **extra_args):
+    deltas, (cache,) = fused.update("adagrad", formula, (-learning_rate, eps), grads,
+                                    (state.cache,), params, extra_args.get(fused.APPLY_ARG, False))
     return deltas, CacheState(cache=cache)
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def rmsprop_rule(learning_rate: jax.Array, decay_rate: jax.Array,
@@ -177,15 +198,17 @@ def rmsprop_rule(learning_rate: jax.Array, decay_rate: jax.Array,
   def init_fn(params):
     return CacheState(cache=_zeros_like(params))
 
-  def update_fn(grads, state, params=None):
-    del params
-    cache = jax.tree.map(
-        lambda c, g: _cast_like(decay_rate * c + (1 - decay_rate) * g * g, c), state.cache, grads)
-    deltas = jax.tree.map(
-        lambda c, g: _cast_like(-learning_rate * g / (jnp.sqrt(c) + eps), g), cache, grads)
+  def formula(g, c):
+    c = _cast_like(decay_rate * c + (1 - decay_rate) * g * g, c)
+    return _cast_like(-learning_rate * g / (jnp.sqrt(c) + eps), g), c
+
+  def update_fn(grads, state, params=None, **extra_args):
+    deltas, (cache,) = fused.update(
+        "rmsprop", formula, (decay_rate, 1 - decay_rate, -learning_rate, eps), grads,
+        (state.cache,), params, extra_args.get(fused.APPLY_ARG, False))
     return deltas, CacheState(cache=cache)
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 class AdamState(NamedTuple):
@@ -204,19 +227,17 @@ def adam_rule(learning_rate: jax.Array, beta1: jax.Array, beta2: jax.Array, eps:
       m_hat = m / (1 - beta1**t);  v_hat = v / (1 - beta2**t)      (bias_correction=True)
       x += -learning_rate * m_hat / (sqrt(v_hat) + eps)
 
-  With ``bias_correction=False``, the simplified update ``x += -learning_rate * m / (sqrt(v) + eps)``.
+  With ``bias_correction=False``, the simplified update
+  ``x += -learning_rate * m / (sqrt(v) + eps)``.
   """
 
   def init_fn(params):
     return AdamState(count=jnp.zeros([], jnp.int32), m=_zeros_like(params), v=_zeros_like(params))
 
-  def update_fn(grads, state, params=None):
-    del params
+  def update_fn(grads, state, params=None, **extra_args):
     t = optax.safe_increment(state.count)
-    m = jax.tree.map(lambda m, g: _cast_like(beta1 * m + (1 - beta1) * g, m), state.m, grads)
-    v = jax.tree.map(lambda v, g: _cast_like(beta2 * v + (1 - beta2) * g * g, v), state.v, grads)
     if bias_correction:
-      # Folding both corrections into scalars keeps the per-coordinate work to one pass:
+      # Folding both corrections into scalars leaves the per-coordinate work one formula:
       # lr * m_hat / (sqrt(v_hat) + eps) == step_size * m / (sqrt(v) + eps_hat).
       correction1 = 1 - beta1 ** t
       sqrt_correction2 = jnp.sqrt(1 - beta2 ** t)
@@ -224,10 +245,18 @@ def adam_rule(learning_rate: jax.Array, beta1: jax.Array, beta2: jax.Array, eps:
       eps_hat = eps * sqrt_correction2
     else:
       step_size, eps_hat = learning_rate, eps
-    deltas = jax.tree.map(lambda m, v: _cast_like(-step_size * m / (jnp.sqrt(v) + eps_hat), m), m, v)
+
+    def formula(g, m, v):
+      m = _cast_like(beta1 * m + (1 - beta1) * g, m)
+      v = _cast_like(beta2 * v + (1 - beta2) * g * g, v)
+      return _cast_like(-step_size * m / (jnp.sqrt(v) + eps_hat), m), m, v
+
+    deltas, (m, v) = fused.update(
+        "adam", formula, (beta1, 1 - beta1, beta2, 1 - beta2, -step_size, eps_hat), grads,
+        (state.m, state.v), params, extra_args.get(fused.APPLY_ARG, False))
     return deltas, AdamState(count=t, m=m, v=v)
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def weights_only_mask(params: Params) -> Params:
@@ -260,7 +289,8 @@ def weight_decay_rule(weight_decay: jax.Array,
 # ----------------------------------------------------------------------------- public rules
 
 
-def _with_learning_rate_scale(rule: Callable[..., optax.GradientTransformation], names: tuple[str, ...]):
+def _with_learning_rate_scale(rule: Callable[..., optax.GradientTransformation],
+                              names: tuple[str, ...]):
   """Factory ``(learning_rate, lr_scale, *names) -> rule(learning_rate * lr_scale, *names)``."""
 
   def body(learning_rate, lr_scale, **rest):

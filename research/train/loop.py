@@ -126,6 +126,7 @@ def start_run(config: Any, workdir: str, dataset: data_lib.Dataset | None = None
   if started is not None:
     phases.add("import", now - started)
   validate_config(config)
+  update_path = optim.fused.status()   # and a bad TRAINLAB_FUSED is refused before anything runs
   main = distributed.is_main()
   if not main:   # one voice: process 0 says what the run does
     log = lambda _: None
@@ -167,7 +168,8 @@ def start_run(config: Any, workdir: str, dataset: data_lib.Dataset | None = None
       f"{'s' if len(devices) > 1 else ''} ({', '.join(str(d) for d in devices[:4])}"
       f"{', ...' if len(devices) > 4 else ''})"
       + (f" in {processes} processes" if processes > 1 else "")
-      + f"; {experiment.steps_per_epoch} steps of {experiment.batch_size} per epoch")
+      + f"; {experiment.steps_per_epoch} steps of {experiment.batch_size} per epoch; updates: "
+      f"{update_path}")
   return Run(
       config=config, workdir=workdir, experiment=experiment, parallel=parallel, state=state,
       train_step=train_step, monitored_step=monitored_step, multi_step=multi_step,
@@ -390,6 +392,7 @@ def finish(run: Run, status: str) -> dict:
              "best_epoch": run.loop["best_epoch"], "epochs": len(history),
              "num_epochs": int(run.config.train.num_epochs), "exported": run.export,
              "num_devices": run.parallel.num_devices, "backend": jax.default_backend(),
+             "update_path": optim.fused.status(),
              "last": history[-1] if history else None,
              "best": next((h for h in history if h["epoch"] == run.loop["best_epoch"]), None),
              "config": run.config.to_dict()}

@@ -41,7 +41,7 @@ def make_update_step(loss_fn: Callable, tx: optax.GradientTransformation,
     dropout_rng = jax.random.fold_in(state.rng, state.step)
     update = apply_update(
         tx, lambda params: loss_fn(params, state.batch_stats, x, y, dropout_rng, True, *extra),
-        state.params, state.opt_state)
+        state.params, state.opt_state, need_updates=statistics is not None)
     step = state.step + 1
     averages = state.averages
     if averages is not None:

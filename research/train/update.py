@@ -5,7 +5,7 @@ For any rule ``tx`` (first order, the Nesterov look-ahead form, or a second-orde
     point        = gradient_point(params, opt_state)     # x + mu * v for nesterov_lookahead, else x
     (f, aux), g  = value_and_grad(loss)(point)
     delta, state = tx.update(g, opt_state, params, value=f, grad=g, value_fn=loss)
-    params       = params + delta
+    params       = params + delta             # one fused pass with the CPU kernels
 
 ``value_fn`` is what the second-order rules need (Hessian-vector products, line-search trials,
 the actual decrease of a damped step); first-order rules ignore it. The training step, the
@@ -37,7 +37,8 @@ class Update(NamedTuple):
 
   ``loss`` and ``aux`` are the loss function's outputs at the gradient point (the parameters
   themselves except for the look-ahead form); ``grads`` the gradient there; ``updates`` the delta
-  that was added; ``evaluated`` False when ``make_step(full_batch=True)`` reused a stored value.
+  that was added (None unless asked for: ``need_updates``); ``evaluated`` False when
+  ``make_step(full_batch=True)`` reused a stored value.
   """
   params: Params
   opt_state: Any
@@ -50,7 +51,8 @@ class Update(NamedTuple):
 
 def apply_update(tx: optax.GradientTransformation,
                  loss_fn: Callable[[Params], tuple[jax.Array, Any]], params: Params,
-                 opt_state: Any, *, reuse_stored: bool = False) -> Update:
+                 opt_state: Any, *, reuse_stored: bool = False,
+                 need_updates: bool = False) -> Update:
   """One update of ``tx`` on ``loss_fn(params) -> (loss, aux)`` (module docstring).
 
   ``loss_fn`` closes over the batch and any randomness (dropout key), so that a second-order rule
@@ -59,6 +61,8 @@ def apply_update(tx: optax.GradientTransformation,
 
   ``reuse_stored`` (full batch only, ``aux`` must be None): take the value and gradient a
   second-order rule stored in its state at these parameters instead of evaluating them again.
+  ``need_updates``: also return the delta (``Update.updates``; the monitored step's update/weight
+  ratios need it); otherwise the update is applied in one pass and ``updates`` is None.
   """
   point = optim.gradient_point(params, opt_state)
 
@@ -73,10 +77,16 @@ def apply_update(tx: optax.GradientTransformation,
     # The stored value is inf when there is nothing valid to reuse (first step, rejected step).
     evaluated = ~jnp.isfinite(stored[0])
     (loss, aux), grads = jax.lax.cond(evaluated, evaluate, lambda: ((stored[0], None), stored[1]))
-  updates, opt_state = tx.update(grads, opt_state, params, value=loss, grad=grads,
-                                 value_fn=lambda p: loss_fn(p)[0])
-  return Update(optax.apply_updates(params, updates), opt_state, loss, aux, grads, updates,
-                evaluated)
+  extra = {"value": loss, "grad": grads, "value_fn": lambda p: loss_fn(p)[0]}
+  if need_updates:
+    updates, opt_state = tx.update(grads, opt_state, params, **extra)
+    new_params = optax.apply_updates(params, updates)
+  else:
+    # update + apply in one pass where the fused CPU kernels run (research.optim.fused): the
+    # same bits as tx.update + optax.apply_updates, without the delta written and read back.
+    new_params, opt_state = optim.update_and_apply(tx, grads, opt_state, params, **extra)
+    updates = None
+  return Update(new_params, opt_state, loss, aux, grads, updates, evaluated)
 
 
 def make_step(tx: optax.GradientTransformation, loss_fn: Callable[..., jax.Array], *,
