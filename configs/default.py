@@ -32,7 +32,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.features = (32, 64)     # cnn / cnn1d conv channels
   config.model.hidden = 128            # cnn / cnn1d: width of the dense layer after the convs
   config.model.activation = "relu"     # relu | tanh | sigmoid
-  config.model.init = "he"             # xavier | he | small (std 0.01) | unit (std 1)
+  # xavier | he | small (std 0.01) | unit (std 1) | normal (std init_std) | zeros | constant
+  config.model.init = "he"
+  config.model.init_std = 0.01         # init='normal': its std; init='constant': the value
   config.model.output_scale = 0.1      # output layer = init scheme x this (initial loss ~ ln C)
   config.model.batch_norm = False
   config.model.dropout = 0.0           # drop probability (inverted dropout)

@@ -113,7 +113,8 @@ def test_initialization_scales(init, std, output_std):
 
 @pytest.mark.parametrize("field, value, message", [
     ("name", "resnet", "choose one of mlp, cnn, cnn1d"),
-    ("init", "orthogonal", "choose one of xavier, he, small, unit"),
+    ("init", "orthogonal", "choose one of xavier, he, small, unit, normal, zeros, "
+                           "constant"),
     ("activation", "gelu", "choose one of relu, tanh, sigmoid"),
     ("dropout", -0.1, "must be in [0, 1)"),
     ("hidden_sizes", (0, 5), "must be a tuple of positive integers"),
@@ -155,3 +156,17 @@ def test_loss_gradient_matches_finite_differences():
   loss_fn = train.make_loss_fn(model, l2=0.1)
   check_grads(lambda p: loss_fn(p, {}, x, y, jax.random.PRNGKey(0), False)[0], (params,),
               order=1, modes=["rev"], eps=1e-6, atol=1e-7, rtol=1e-7)
+
+
+@pytest.mark.parametrize("init, std, expected_std, expected_mean", [
+    ("normal", 0.5, 0.5, 0.0), ("zeros", 0.5, 0.0, 0.0), ("constant", 0.5, 0.0, 0.5)])
+def test_init_schemes_of_any_scale_and_the_symmetric_ones(init, std, expected_std, expected_mean):
+  """init='normal' draws N(0, init_std^2); 'zeros' and 'constant' are the symmetric starts (every
+  unit of a layer the same)."""
+  config = default.get_config()
+  config.model.init, config.model.init_std = init, std
+  kernel = np.asarray(train.init_state(train.build_experiment(config)).params["Dense_0"]["kernel"])
+  assert kernel.std() == pytest.approx(expected_std, abs=0.01)
+  assert kernel.mean() == pytest.approx(expected_mean, abs=0.01)
+  if init != "normal":
+    assert np.all(kernel == kernel[0, 0])   # every weight alike: nothing breaks the symmetry

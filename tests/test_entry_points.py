@@ -37,7 +37,8 @@ BAD_INPUTS = [
     ("train.py", ["--config.train.num_epochs=x"],
      "flag --config.train.num_epochs=x: invalid literal for int() with base 10: 'x'; see --help"),
     ("train.py", ["--config.model.init=bogus"],
-     "config.model.init='bogus' is unknown; choose one of xavier, he, small, unit."),
+     "config.model.init='bogus' is unknown; choose one of xavier, he, small, unit, normal, "
+     "zeros, constant."),
     ("train.py", ["--config.averaging.export=ema"],
      "config.averaging.export='ema' but that average is off (ema_decay=0.0, "
      "polyak_start_epoch=-1); turn it on or export 'raw'."),

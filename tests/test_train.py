@@ -156,7 +156,8 @@ def test_exploding_learning_rate_diverges(tmp_path, dataset):
     ("model.name", "resnet", "config.model.name='resnet' is unknown; choose one of mlp, cnn"),
     ("data.name", "imagenet", "config.data.name='imagenet' is unknown; choose one of digits"),
     ("optimizer.schedule.name", "cosine", "cosine"),
-    ("model.init", "orthogonal", "choose one of xavier, he, small, unit"),
+    ("model.init", "orthogonal",
+     "choose one of xavier, he, small, unit, normal, zeros, constant"),
     ("model.activation", "gelu", "choose one of relu, tanh, sigmoid"),
     ("optimizer.learning_rate", -0.1, "learning_rate must be in [0, inf), got -0.1"),
     ("optimizer.beta1", 1.0, "beta1"),
@@ -189,8 +190,9 @@ def test_corrupt_checkpoint_gets_a_clear_error(tmp_path, dataset):
       with open(os.path.join(root, name), "wb") as f:
         f.write(b"garbage")
   config.train.num_epochs = 2
-  with pytest.raises(train.CheckpointError, match=r"no intact checkpoint in .*checkpoints: epoch 1: "
-                     r"state/.* does not match its checksum"):
+  with pytest.raises(train.CheckpointError,
+                     match=r"no intact checkpoint in .*checkpoints: epoch 1: state/.* does not "
+                     r"match its checksum"):
     train.train_and_evaluate(config, str(tmp_path), dataset=dataset, log=None)
   assert os.path.isdir(state_dir)  # nothing already written is lost
 

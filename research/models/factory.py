@@ -38,6 +38,11 @@ def validate_model_config(model_cfg: Any) -> None:
   if not 0.0 <= float(model_cfg.dropout) < 1.0:
     raise ValueError(f"config.model.dropout={model_cfg.dropout!r} is a drop probability: it must "
                      "be in [0, 1).")
+  init_std = model_cfg.get("init_std", 0.01)
+  if (isinstance(init_std, bool) or not isinstance(init_std, (int, float))
+      or not (0 <= init_std < float("inf"))):
+    raise ValueError(f"config.model.init_std={init_std!r} must be a finite number >= 0 (the "
+                     "std of init='normal', the value of init='constant').")
   if not float(model_cfg.get("output_scale", 0.1)) > 0:
     raise ValueError(f"config.model.output_scale={model_cfg.output_scale!r} must be > 0.")
   if model_cfg.name == "mlp":
@@ -63,7 +68,8 @@ def create_model(model_cfg: Any, num_classes: int,
   common = dict(num_classes=int(num_classes), activation=model_cfg.activation,
                 initializer=model_cfg.init, batch_norm=bool(model_cfg.batch_norm),
                 dropout=float(model_cfg.dropout),
-                output_scale=float(model_cfg.get("output_scale", 0.1)))
+                output_scale=float(model_cfg.get("output_scale", 0.1)),
+                init_std=float(model_cfg.get("init_std", 0.01)))
   if model_cfg.name == "mlp":
     return MLP(hidden_sizes=tuple(int(h) for h in model_cfg.hidden_sizes), **common)
   hidden = int(model_cfg.get("hidden", 128))

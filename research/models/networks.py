@@ -19,6 +19,11 @@ from research.models.initializers import kernel_init, scaled
 ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh, "sigmoid": nn.sigmoid}
 
 
+def _kernels(module: nn.Module) -> nn.initializers.Initializer:
+  """The kernel initializer a network's config names (scheme and, for normal/constant, std)."""
+  return kernel_init(module.initializer, module.init_std)
+
+
 class _Hidden(nn.Module):
   """Shared tail of a hidden layer: batch norm, activation (sown), dropout."""
   activation: str
@@ -46,15 +51,16 @@ class MLP(nn.Module):
   batch_norm: bool = False
   dropout: float = 0.0
   output_scale: float = 0.1
+  init_std: float = 0.01
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     h = x.reshape((x.shape[0], -1))
     for i, width in enumerate(self.hidden_sizes):
-      h = nn.Dense(width, kernel_init=kernel_init(self.initializer), name=f"Dense_{i}")(h)
+      h = nn.Dense(width, kernel_init=_kernels(self), name=f"Dense_{i}")(h)
       h = _Hidden(self.activation, self.batch_norm, self.dropout, i, name=f"hidden_{i}")(h, train)
     return nn.Dense(self.num_classes,
-                    kernel_init=scaled(kernel_init(self.initializer), self.output_scale),
+                    kernel_init=scaled(_kernels(self), self.output_scale),
                     name=f"Dense_{len(self.hidden_sizes)}")(h)
 
 
@@ -68,6 +74,7 @@ class CNN(nn.Module):
   batch_norm: bool = False
   dropout: float = 0.0
   output_scale: float = 0.1
+  init_std: float = 0.01
   kernel_size: tuple[int, ...] = (3, 3)
   pool: tuple[int, ...] = (2, 2)
 
@@ -75,7 +82,7 @@ class CNN(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     h = x
     for i, channels in enumerate(self.features):
-      h = nn.Conv(channels, self.kernel_size, kernel_init=kernel_init(self.initializer),
+      h = nn.Conv(channels, self.kernel_size, kernel_init=_kernels(self),
                   name=f"Conv_{i}")(h)
       h = _Hidden(self.activation, self.batch_norm, 0.0, i, name=f"hidden_{i}")(h, train)
       # Pool only while the map is large enough (8x8 digits allow two 2x2 pools).
@@ -83,10 +90,10 @@ class CNN(nn.Module):
         h = nn.max_pool(h, self.pool, strides=self.pool)
     h = h.reshape((h.shape[0], -1))
     n = len(self.features)
-    h = nn.Dense(self.hidden, kernel_init=kernel_init(self.initializer), name="Dense_0")(h)
+    h = nn.Dense(self.hidden, kernel_init=_kernels(self), name="Dense_0")(h)
     h = _Hidden(self.activation, self.batch_norm, self.dropout, n, name=f"hidden_{n}")(h, train)
     return nn.Dense(self.num_classes,
-                    kernel_init=scaled(kernel_init(self.initializer), self.output_scale),
+                    kernel_init=scaled(_kernels(self), self.output_scale),
                     name="Dense_1")(h)
 
 

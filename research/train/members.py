@@ -5,8 +5,8 @@ may differ in every value that changes no shape (:data:`VARYING_PATHS`):
 
 * the seed: initialization, data order (``epoch_permutation(seed, epoch, n)``, as a single run)
   and dropout keys;
-* what only the initialization reads (``model.init``, ``model.output_scale``): each member's state
-  is built from its own config (``init_state``);
+* what only the initialization reads (``model.init``, ``init_std``, ``output_scale``): each
+  member's state is built from its own config (members with the same settings: one vmapped init);
 * optimizer hyperparameters (``learning_rate``, ``mu``, ``weight_decay``, ``beta1``, ``beta2``,
   ``decay_rate``, ``eps``): they live in the optimizer state, so each member's state carries its
   own values (``research.optim.init_population``);
@@ -64,7 +64,7 @@ from research.train.steps import make_eval_step, make_train_step
 #: Optimizer fields that may differ between members (they are hyperparameters in the state).
 OPTIMIZER_FIELDS = ("learning_rate", "mu", "weight_decay", "beta1", "beta2", "decay_rate", "eps")
 #: Config fields read only when a member is initialized.
-INIT_PATHS = ("model.init", "model.output_scale")
+INIT_PATHS = ("model.init", "model.output_scale", "model.init_std")
 #: Every config field that may differ between the members of one call.
 VARYING_PATHS = tuple(f"optimizer.{f}" for f in OPTIMIZER_FIELDS) + (
     "loss.l2", "model.dropout", "seed") + INIT_PATHS
