@@ -74,7 +74,7 @@ BAD_INPUTS = [
 def _run(script, *arguments, cwd=None, env=None, timeout=300):
   return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", script), *arguments],
                         capture_output=True, text=True, timeout=timeout, cwd=cwd or ROOT,
-                        env={**os.environ, "TRAINLAB_COMPILATION_CACHE": "off", **(env or {})})
+                        env={**os.environ, **(env or {})})
 
 
 @pytest.mark.parametrize("script, arguments, message", BAD_INPUTS,
