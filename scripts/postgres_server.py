@@ -26,7 +26,7 @@ _DATABASE = flags.DEFINE_string("database", "search", "Database to create for th
 
 
 def main() -> int:
-  from research.search import postgres  # noqa: PLC0415
+  from research.search import postgres
   if not 0 <= _PORT.value < 65536:
     raise launch.UserError(f"--port={_PORT.value} must be in [0, 65535] (0: a free port)")
   if not _DATABASE.value.strip():

@@ -9,7 +9,9 @@ mean ± sd over seeds, verdict, figure; then one section per claim with its expe
 and the numbers that decided it), ``<workdir>/figures/<claim>.png``, ``<workdir>/results/
 <claim>.json`` and the engine's own run directories under ``<workdir>/runs/<claim>``. Running a
 subset into an existing workdir refreshes those claims and keeps the others' rows. JAX's
-compilation cache lives in ``<workdir>/cache`` (a second run compiles almost nothing).
+compilation cache is the project's (research.launch: ``~/.cache/trainlab/jax``,
+``$TRAINLAB_COMPILATION_CACHE`` moves it, ``=off`` disables it): a second run compiles almost
+nothing.
 
 The claims and their rules: research/playbook/README.md. Exit status: 0 every claim ran (whatever
 its verdict: NOT REPRODUCED is a result), 1 a user mistake (an unknown claim, a bad workdir;
@@ -40,9 +42,8 @@ def main() -> int:
     raise launch.UserError("--full and --tiny exclude each other; give one (or neither: short)")
   mode = "full" if _FULL.value else "tiny" if _TINY.value else "short"
 
-  from research.playbook import engine, report
+  from research.playbook import report
   os.makedirs(workdir, exist_ok=True)
-  engine.enable_compilation_cache(os.path.join(workdir, "cache"))
   print(f"{len(names)} claim(s), {mode} mode, into {workdir}", flush=True)
   start = time.perf_counter()
   results = report.run_claims(names, mode, workdir, log=lambda line: print(line, flush=True))

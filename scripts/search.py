@@ -30,7 +30,7 @@ _SEARCH_DIR = flags.DEFINE_string("search_dir", "/tmp/search_digits", "Search di
 
 
 def main() -> int:
-  from research.search import lock, master, validate  # noqa: PLC0415 (after flag parsing)
+  from research.search import lock, master, validate
   config = _CONFIG.value
   search_dir = launch.checked_workdir(_SEARCH_DIR.value, "--search_dir")
   plan = launch.validated(validate.validate_search_config, config, search_dir)

@@ -40,7 +40,7 @@ def _check_flags() -> None:
 
 
 def main() -> int:
-  from research.search import study, worker  # noqa: PLC0415 (after flag parsing)
+  from research.search import study, worker
   _check_flags()
   url = launch.validated(study.storage_url, _STORAGE.value, _SEARCH_DIR.value or ".")
   handle = launch.validated(worker.open_search, url, _SEARCH.value, _SEARCH_DIR.value)

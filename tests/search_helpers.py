@@ -25,7 +25,7 @@ _DATABASES = itertools.count()
 
 @pytest.fixture(scope="session")
 def postgres_server():
-  from research.search import postgres  # noqa: PLC0415
+  from research.search import postgres
   reason = postgres.unavailable_reason()
   if reason:
     pytest.skip(f"needs a PostgreSQL server: {reason}")
@@ -71,7 +71,7 @@ def env() -> dict:
 
 def start_master(config_path, search_dir, log_path, *extra) -> subprocess.Popen:
   """``scripts/search.py`` as a separate process, its output in ``log_path``."""
-  log = open(log_path, "w")  # noqa: SIM115 (the child keeps it)
+  log = open(log_path, "w")
   return subprocess.Popen([sys.executable, SEARCH, f"--config={config_path}",
                            f"--search_dir={search_dir}", *extra], stdout=log,
                           stderr=subprocess.STDOUT, env=env(), cwd=ROOT)

@@ -16,7 +16,7 @@ from research import monitor
 from research.monitor import stats as stats_lib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_monitor import _synthetic_workdir  # noqa: E402  pylint: disable=g-import-not-at-top
+from test_monitor import _synthetic_workdir
 
 
 def _acts(h):

@@ -84,6 +84,9 @@ def test_stat_and_fmt():
   assert core.stat([math.inf, 1.0]) == "[inf, 1]"
   assert core.fmt(1.234e-5) == "1.23e-05"
   assert core.fmt(0.1234) == "0.123"
+  assert core.stats({"a": [0.5], "b": [1.0, 3.0]}) == "a 0.5, b 2 ± 1.41 (n=2)"
+  columns = np.array([[1.0, 0.5], [3.0, 0.5]])     # (seeds, variants)
+  assert core.stats(zip(["x", "y"], columns.T)) == "x 2 ± 1.41 (n=2), y 0.5 ± 0 (n=2)"
 
 
 # --- The registry --------------------------------------------------------------------------------

@@ -4,32 +4,24 @@ every claim end to end, is the slow test at the bottom.
 
 The tiny modes check the plumbing, not the playbook: their verdicts are not asserted (3 updates
 do not decide whether annealing helps). Their time is almost all XLA compilation (~30 programs of
-the engine, the checker and the figures' helpers), so the module keeps JAX's persistent
-compilation cache in one directory across runs (``$PLAYBOOK_TEST_CACHE``, default
-``<tmp>/trainlab-playbook-jax-cache``; the key is the program itself, JAX's version and flags):
-the first run compiles everything, later runs load.
+the engine, the checker and the figures' helpers); the suite's compilation cache
+(tests/conftest.py) serves them like every other test.
 """
 import json
 import os
 import struct
 import subprocess
 import sys
-import tempfile
 
 import pytest
 
-from research.playbook import core, engine, registry, report
+from research.playbook import core, registry, report
 from tests.train_helpers import REPO
-
-
-CACHE = os.environ.get("PLAYBOOK_TEST_CACHE",
-                       os.path.join(tempfile.gettempdir(), "trainlab-playbook-jax-cache"))
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-  with engine.compilation_cache(CACHE):
-    yield str(tmp_path_factory.mktemp("claims"))
+  return str(tmp_path_factory.mktemp("claims"))
 
 
 def png_size(path: str) -> tuple[int, int]:

@@ -110,7 +110,7 @@ def test_bad_search_input_is_one_line_and_writes_nothing(args, line, tmp_path):
 
 
 def test_population_with_a_field_a_population_cannot_vary(tmp_path):
-  from research.search.population import VARYING_PATHS  # noqa: PLC0415
+  from research.search.population import VARYING_PATHS
   code, stderr = _run(SEARCH, [f"--search_dir={tmp_path}/search", "--config.search.population=4",
                                "--config.search.space.dropout.path=train.divergence_factor"],
                       tmp_path)

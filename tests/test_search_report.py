@@ -73,7 +73,7 @@ def _rows():
 
 
 def test_failed_trials_are_marked_in_the_accuracy_figure(tmp_path):
-  import matplotlib.pyplot as plt  # noqa: PLC0415
+  import matplotlib.pyplot as plt
   sp, rows = _rows()
   fig = results.accuracy_figure(rows, sp)
   (ax,) = fig.axes

@@ -139,9 +139,9 @@ def test_killed_worker_loses_only_its_trial(tmp_path):
 def _age_heartbeat(storage, trial_id, seconds):
   """Moves a running trial's last heartbeat ``seconds`` into the past (Optuna's heartbeat row on
   SQL stores, the ``heartbeat`` user attribute on the journal store)."""
-  import datetime  # noqa: PLC0415
-  from optuna.storages._rdb import models  # noqa: PLC0415
-  from research.search import study as study_lib  # noqa: PLC0415
+  import datetime
+  from optuna.storages._rdb import models
+  from research.search import study as study_lib
   backend = study_lib.rdb_backend(storage)
   if backend is None:
     storage.set_trial_user_attr(trial_id, "heartbeat", time.time() - seconds)
@@ -155,8 +155,8 @@ def _age_heartbeat(storage, trial_id, seconds):
 
 @pytest.mark.parametrize("store", ["sqlite", "journal"])
 def test_stale_heartbeat_from_another_machine_fails_the_trial(tmp_path, store):
-  from optuna.trial import TrialState  # noqa: PLC0415
-  from research.search import study as study_lib  # noqa: PLC0415
+  from optuna.trial import TrialState
+  from research.search import study as study_lib
   config = _config(num_trials=2, epochs=1, sleep=0.0)
   if store == "journal":
     config.search.storage = f"journal:{tmp_path}/search.journal"

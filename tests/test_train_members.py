@@ -42,16 +42,20 @@ def test_members_differing_in_init_scheme_equal_single_runs(tmp_path):
         single.history[-1]["val_accuracy"], abs=1e-6)
 
 
-def test_scan_and_loop_epochs_train_the_same_members():
+def test_every_epoch_mode_trains_the_same_members():
   dataset = data.load_dataset(_config().data)
   configs = [_config(optimizer__learning_rate=lr) for lr in (1e-2, 3e-3)]
   scanned = members.train_members(configs, dataset=dataset, epoch_mode="scan")
-  looped = members.train_members(configs, dataset=dataset, epoch_mode="loop")
-  chex.assert_trees_all_close(jax.device_get(scanned.state.params),
-                              jax.device_get(looped.state.params), rtol=1e-5, atol=1e-6)
-  assert members.choose_epoch_mode(_config(model__name="cnn")) == "loop"
+  for mode in ("loop", "each"):
+    other = members.train_members(configs, dataset=dataset, epoch_mode=mode)
+    chex.assert_trees_all_close(jax.device_get(scanned.state.params),
+                                jax.device_get(other.state.params), rtol=1e-5, atol=1e-6)
+    assert other.history[1][-1]["val_loss"] == pytest.approx(
+        scanned.history[1][-1]["val_loss"], rel=1e-5)
+  assert members.choose_epoch_mode(_config(model__name="cnn")) == "each"
   assert members.choose_epoch_mode(_config()) == "scan"
-  with pytest.raises(ValueError, match=r"epoch_mode='fast' is unknown; known: auto, scan, loop"):
+  with pytest.raises(ValueError,
+                     match=r"epoch_mode='fast' is unknown; known: auto, scan, loop, each"):
     members.choose_epoch_mode(_config(), "fast")
 
 

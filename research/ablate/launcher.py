@@ -165,10 +165,13 @@ def member_summary(config: Any, history: list[dict], best_val_accuracy: float, b
   """A member's ``summary.json`` record, with the keys of ``research.train.loop.finish`` (the
   caller adds ``verdict``, ``wall_time_s`` and ``phases_s``)."""
   import jax
+
+  from research import optim
   summary = {"status": "diverged" if error else "done",
              "best_val_accuracy": float(best_val_accuracy), "best_epoch": int(best_epoch),
              "epochs": len(history), "num_epochs": int(config.train.num_epochs),
              "exported": "raw", "num_devices": 1, "backend": jax.default_backend(),
+             "update_path": optim.fused.status(),
              "last": history[-1] if history else None,
              "best": next((h for h in history if h["epoch"] == int(best_epoch)), None),
              "config": config.to_dict(),
@@ -245,7 +248,7 @@ def run_members(root: str, variants: Sequence[Variant], dataset,
   # The test split at each member's best epoch, as the loop's finish() does for a single run.
   start = time.perf_counter()
   experiment = result.experiment
-  eval_step = jax.jit(jax.vmap(train.make_eval_step(experiment.model), in_axes=(0, 0, None, None)))
+  eval_step = train.make_members_eval_step(experiment.model)
   best = result.best_variables
   test = train.evaluate(eval_step, best["params"], best["batch_stats"], experiment.dataset.x_test,
                         experiment.dataset.y_test, int(configs[0].train.eval_batch_size))

@@ -162,7 +162,7 @@ def robust_range(values: jax.Array, fallback: tuple[float, float],
           jnp.where(ok, hi, fallback[1]).astype(jnp.float32))
 
 
-def _activation_layers(intermediates: Any) -> dict[str, jax.Array]:
+def activation_layers(intermediates: Any) -> dict[str, jax.Array]:
   """``{'act_0': array, ...}`` from a flax 'intermediates' collection (sow stores tuples).
 
   Accepts the collection itself, or the whole mutated-variables dict containing it, and nested
@@ -272,7 +272,7 @@ def layer_statistics(intermediates: Any, grads: Any, activation: str, bins: int,
        ..., 'Dense_0/kernel': {grad_counts, grad_edges, grad_norm}, ...}``.
   """
   out: dict[str, dict[str, jax.Array]] = {}
-  for name, h in _activation_layers(intermediates).items():
+  for name, h in activation_layers(intermediates).items():
     out[name] = activation_statistics(h, activation, bins, value_range, max_values)
   for name, g in named_leaves(grads).items():
     out[name] = gradient_statistics(g, bins, max_values)

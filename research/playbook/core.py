@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import types
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -124,6 +124,13 @@ def stat(values: Sequence[float]) -> str:
   return f"{fmt(np.mean(q))} ± {fmt(np.std(q, ddof=1))} (n={q.size})"
 
 
+def stats(named: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> str:
+  """``"he 0.98 ± 0.01 (n=3), zeros 0.1 ± 0 (n=3)"``: :func:`stat` of each named set of values
+  (``zip(names, array.T)`` names the columns of a ``(seeds, variants)`` array)."""
+  items = named.items() if isinstance(named, Mapping) else named
+  return ", ".join(f"{name} {stat(values)}" for name, values in items)
+
+
 class Condition(NamedTuple):
   """One inequality the claim's rule checks: ``values OP threshold``.
 
@@ -181,12 +188,15 @@ class Outcome(NamedTuple):
 
 
 class Context(NamedTuple):
-  """What a claim's ``run`` gets: the mode, its settings for that mode, where to write."""
+  """What a claim's ``run`` gets: the mode, its settings for that mode, where to write, and the
+  claim's number and title (its figure's heading)."""
   mode: str
   settings: types.SimpleNamespace
   workdir: str          # the claim's own directory for engine runs (``<workdir>/runs/<name>``)
   figure: str           # where its figure goes (``<workdir>/figures/<name>.png``)
   log: Callable[[str], None]
+  number: int
+  title: str
 
 
 class Claim(NamedTuple):
@@ -208,7 +218,8 @@ class Claim(NamedTuple):
               log: Callable[[str], None] = print) -> Context:
     if mode not in MODES:
       raise ValueError(f"mode={mode!r} is unknown; known: {', '.join(MODES)}.")
-    return Context(mode, types.SimpleNamespace(**self.settings[mode]), workdir, figure, log)
+    return Context(mode, types.SimpleNamespace(**self.settings[mode]), workdir, figure, log,
+                   self.number, self.title)
 
 
 class Result(NamedTuple):

@@ -2,25 +2,17 @@
 
 Every variant of every claim is a config (``configs/default.py`` + overrides, :func:`config`)
 trained by ``research.train.train_members`` (variants that differ only in
-``research.train.members.VARYING_PATHS``) or ``research.train.train_and_evaluate``. The data set
-is loaded once per process (:func:`dataset`). The stopgaps below live here because the library
-has no way to do them yet (candidates for research/train and research/optim):
+``research.train.members.VARYING_PATHS``: :func:`sweep` runs variants x seeds as one program) or
+``research.train.train_and_evaluate`` (:func:`single`). The data set is loaded once per process
+(:func:`dataset`). One stopgap lives here because the library has no way to do it yet:
 
-* :func:`train_from_state`: a ``train_and_evaluate`` run that starts from a given state instead of
-  the config's initialization (zero or constant weights, claim ``zero_init``), by writing the state
-  as the run's epoch-0 checkpoint and resuming from it (the engine's own resume path).
-* :func:`find_cache`: the AdaGrad/RMSProp squared-gradient cache inside an optimizer state.
-* :func:`evaluate_members`: loss and accuracy of K stacked members on any split (the members
-  trainer evaluates on the validation split only).
 * :func:`toy_paths`: a population of one update rule on a 2-D function (the toy surfaces).
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
-import os
-from typing import Any, Iterator, Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -28,38 +20,6 @@ import ml_collections
 import numpy as np
 
 from configs import default
-
-_CACHE_OPTIONS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-                  "jax_persistent_cache_min_entry_size_bytes")
-
-
-def enable_compilation_cache(directory: str) -> dict[str, Any]:
-  """JAX's persistent compilation cache in ``directory``; returns the previous settings.
-
-  ``research.train`` jits a new closure for every run's steps and every member group's
-  initialization, so identical programs are compiled again and again (1.5-5 s each on 2 busy
-  cores); the persistent cache keys on the program itself and turns the repeats into ~0.2 s loads.
-  """
-  from jax.experimental.compilation_cache import compilation_cache
-  previous = {name: getattr(jax.config, name) for name in _CACHE_OPTIONS}
-  os.makedirs(directory, exist_ok=True)
-  for name, value in zip(_CACHE_OPTIONS, (directory, 0.0, 0)):
-    jax.config.update(name, value)
-  compilation_cache.reset_cache()   # a cache initialized before (e.g. off) reads the new setting
-  return previous
-
-
-@contextlib.contextmanager
-def compilation_cache(directory: str) -> Iterator[None]:
-  """:func:`enable_compilation_cache` for the duration of a ``with`` block."""
-  from jax.experimental.compilation_cache import compilation_cache as cache_lib
-  previous = enable_compilation_cache(directory)
-  try:
-    yield
-  finally:
-    for name, value in previous.items():
-      jax.config.update(name, value)
-    cache_lib.reset_cache()
 
 
 def config(overrides: Mapping[str, Any] | None = None) -> ml_collections.ConfigDict:
@@ -114,6 +74,42 @@ def members(configs: Sequence[ml_collections.ConfigDict], **kwargs):
   return train_members(configs, dataset=dataset(configs[0]), **kwargs)
 
 
+class Sweep(NamedTuple):
+  """A :func:`sweep`: the members program and its shape, ``seeds`` x ``size`` variants; member
+  ``seed_index * size + variant`` (seed-major). Its readers give ``(seeds, size, ...)`` arrays."""
+  result: Any        # research.train.MembersResult
+  seeds: int
+  size: int
+
+  def split(self, values: Any) -> np.ndarray:
+    """``(K, ...)``, one row per member -> ``(seeds, size, ...)``."""
+    values = np.asarray(values)
+    return values.reshape((self.seeds, self.size) + values.shape[1:])
+
+  def curves(self, key: str, length: int, fill: float = np.nan) -> np.ndarray:
+    """``key`` of every member's epoch records, ``(seeds, size, length)``; ``fill`` after the
+    last epoch of a member that stopped (diverged)."""
+    return self.split(pad([curve(h, key) for h in self.result.history], length, fill))
+
+  def diverged(self) -> np.ndarray:
+    """``(seeds, size)`` booleans: the member was stopped for divergence."""
+    return self.split([e is not None for e in self.result.errors])
+
+  def best_val(self, unfinished: float) -> np.ndarray:
+    """``(seeds, size)`` best validation accuracies; ``unfinished`` for a member stopped before
+    its first epoch ended (the trainer's -1)."""
+    best = np.asarray(self.result.best_val_accuracy, np.float64)
+    return self.split(np.where(best < 0, unfinished, best))
+
+
+def sweep(base: ml_collections.ConfigDict, overrides: Sequence[Mapping[str, Any]], seeds: int,
+          **kwargs) -> Sweep:
+  """Every variant (``base`` + one of ``overrides``) at seeds ``0 .. seeds - 1``, trained as ONE
+  ``train_members`` program (:func:`members`; ``kwargs`` go to it)."""
+  configs = [override(base, {**o, "seed": seed}) for seed in range(seeds) for o in overrides]
+  return Sweep(members(configs, **kwargs), int(seeds), len(overrides))
+
+
 class Run(NamedTuple):
   """A finished ``train_and_evaluate``: its epoch records, ``"done"`` or ``"diverged"``, and the
   final state (None when it diverged)."""
@@ -143,26 +139,6 @@ def read_history(workdir: str) -> list[dict]:
   return epoch_records(monitor.read_metrics(workdir))
 
 
-def train_from_state(cfg: ml_collections.ConfigDict, workdir: str, state: Any, **kwargs) -> Run:
-  """:func:`single`, starting from ``state`` instead of the config's initialization.
-
-  ``state`` (a ``research.train.TrainState`` shaped like ``init_state`` of ``cfg``) is written as
-  the run's epoch-0 checkpoint with its config, and ``train_and_evaluate`` resumes from it: every
-  epoch is then the engine's own (checkpoints stay on, since resuming needs them).
-  """
-  from research.train import checkpoints, resume
-  cfg = override(cfg, {"checkpoint.enabled": True})
-  os.makedirs(workdir, exist_ok=True)
-  resume.save_config(workdir, cfg)
-  ckpts = checkpoints.Checkpoints(workdir, cfg.checkpoint.keep_latest, cfg.checkpoint.keep_best)
-  try:
-    # val_accuracy -1: never the best epoch; an empty loop: the run's own defaults.
-    ckpts.save(0, state, {"epoch": 0, "val_accuracy": -1.0, "loop": {}}, -1.0)
-  finally:
-    ckpts.close()
-  return single(cfg, workdir, **kwargs)
-
-
 def experiment(cfg: ml_collections.ConfigDict):
   """``research.train.build_experiment(cfg)`` on the cached data set (model, rule, data)."""
   from research.train import build_experiment
@@ -174,36 +150,6 @@ def initial_state(cfg: ml_collections.ConfigDict, seed: int | None = None):
   from research.train import build_experiment, init_state
   experiment = build_experiment(cfg, dataset(cfg))
   return experiment, init_state(experiment, seed=seed)
-
-
-@functools.lru_cache(maxsize=16)
-def _stacked_eval_step(model):
-  from research.train import make_eval_step
-  return jax.jit(jax.vmap(make_eval_step(model), in_axes=(0, 0, None, None)))
-
-
-def evaluate_members(model, variables: Mapping[str, Any], x: np.ndarray, y: np.ndarray,
-                     batch_size: int = 512) -> dict[str, np.ndarray]:
-  """``{'loss', 'accuracy'}`` (each ``(K,)``) of K stacked members (``variables`` with a leading
-  member axis, ``{'params', 'batch_stats'}``) on ``(x, y)``, in test mode."""
-  from research.train import evaluate
-  out = evaluate(_stacked_eval_step(model), variables["params"], variables["batch_stats"],
-                 np.asarray(x), np.asarray(y), batch_size)
-  return {k: np.atleast_1d(np.asarray(v, np.float64)) for k, v in out.items()}
-
-
-def find_cache(opt_state: Any) -> Any:
-  """The ``cache`` pytree (squared gradients) of an AdaGrad / RMSProp optimizer state.
-
-  Raises:
-    ValueError: the state holds no such cache.
-  """
-  from research.optim.hyperparams import find_state
-  from research.optim.rules import CacheState
-  found = find_state(opt_state, CacheState)
-  if found is None:
-    raise ValueError("the optimizer state holds no AdaGrad/RMSProp cache.")
-  return found.cache
 
 
 def kernels(params: Any) -> dict[str, Any]:

@@ -46,13 +46,23 @@ def seed_band(ax, x: Sequence[float], ys: Any, label: str | None = None, color: 
     ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
 
 
-def finish(fig, context: core.Context, number: int, title: str, conditions: Sequence) -> str:
-  """Titles ``fig`` with the claim and its verdict, saves it to ``context.figure``, closes it."""
+def bands(ax, x: Sequence[float], curves: Any, labels: Sequence[str], colors: Sequence[Any],
+          **kwargs) -> None:
+  """:func:`seed_band` of every variant of ``curves`` ``(seeds, variants, len(x))``, with its
+  label and colour."""
+  curves = np.asarray(curves, np.float64)
+  for j, (label, color) in enumerate(zip(labels, colors)):
+    seed_band(ax, x, curves[:, j], label=label, color=color, **kwargs)
+
+
+def finish(fig, context: core.Context, conditions: Sequence) -> str:
+  """Titles ``fig`` with the claim (``context.number``, ``context.title``) and its verdict, saves
+  it to ``context.figure``, closes it."""
   import matplotlib.pyplot as plt
   verdict = core.combine([c.verdict for c in conditions])
   # ~10 bold 12-point characters per inch: a narrow figure wraps its title instead of cutting it.
   # The verdict's words stay together (a no-break space).
-  text = textwrap.fill(f"{number}. {title}: {verdict.replace(' ', chr(0xA0))}",
+  text = textwrap.fill(f"{context.number}. {context.title}: {verdict.replace(' ', chr(0xA0))}",
                        int(fig.get_size_inches()[0] * 10))
   fig.suptitle(text, color=VERDICT_COLORS[verdict], fontsize=12, fontweight="bold")
   fig.tight_layout(rect=(0, 0, 1, 0.95 - 0.03 * text.count("\n")))

@@ -5,7 +5,8 @@
 * :mod:`~research.train.update`     ``apply_update``: THE update step (``gradient_point`` for the
   Nesterov look-ahead form, ``value_fn`` for second-order rules); ``make_step`` for a plain loss.
 * :mod:`~research.train.steps`      ``make_train_step`` / ``make_eval_step`` (jitted, donated).
-* :mod:`~research.train.evaluation` ``evaluate`` / ``predict``: batched, one model or K members.
+* :mod:`~research.train.evaluation` ``evaluate`` / ``predict``: batched, one model or K members
+  (``make_members_eval_step``).
 * :mod:`~research.train.members`    ``train_members``: K models (seeds, hyperparameters, init
   scales) stacked and trained in one compiled program (seed ensembles, search populations).
 * :mod:`~research.train.loop`       ``train_and_evaluate(config, workdir)``: the main job.
@@ -17,7 +18,7 @@ Heavy parts (orbax, the loop) load on first use, so ``import research.train`` st
 import importlib
 
 from research.train.config_checks import validate_config
-from research.train.evaluation import evaluate, predict
+from research.train.evaluation import evaluate, make_members_eval_step, predict
 from research.train.experiment import Experiment, build_experiment, init_state, steps_per_epoch
 from research.train.losses import cross_entropy, l2_penalty, make_loss_fn
 from research.train.parallel import DataParallel
@@ -50,7 +51,7 @@ __all__ = [
     "CheckpointError", "DataParallel", "DivergenceError", "Experiment", "MembersResult",
     "ResumeError", "TrainResult", "TrainState", "Update", "apply_update", "build_experiment",
     "checkpoints", "create_train_state", "cross_entropy", "epoch_permutation", "evaluate",
-    "init_state", "l2_penalty", "make_eval_step", "make_loss_fn", "make_step", "make_train_step",
-    "make_update_step", "predict", "restore_best", "steps_per_epoch", "train_and_evaluate",
-    "train_members", "validate_config",
+    "init_state", "l2_penalty", "make_eval_step", "make_loss_fn", "make_members_eval_step",
+    "make_step", "make_train_step", "make_update_step", "predict", "restore_best",
+    "steps_per_epoch", "train_and_evaluate", "train_members", "validate_config",
 ]

@@ -3,7 +3,8 @@
 ``evaluate`` averages an eval step's metrics over a split in batches, each batch weighted by its
 size (the last batch may be smaller), so the result is the mean over the examples whatever the
 batch size. A vmapped eval step over K stacked members returns arrays of shape ``(K,)`` per
-metric; ``evaluate`` keeps that axis. ``predict`` concatenates per-batch outputs (logits).
+metric; ``evaluate`` keeps that axis. ``predict`` concatenates per-batch outputs (logits);
+``make_members_eval_step(model)`` is the eval step of K stacked members.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from typing import Any, Callable, Iterator
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from research.train.steps import make_eval_step
 
 
 def batches(x: np.ndarray, batch_size: int) -> Iterator[slice]:
@@ -47,6 +50,13 @@ def evaluate(eval_step: Callable[..., dict], params: Any, batch_stats: Any, x: n
       totals[key] = totals.get(key, 0.0) + np.asarray(value, np.float64) * n
   means = {key: value / len(x) for key, value in totals.items()}
   return {key: float(value) if np.ndim(value) == 0 else value for key, value in means.items()}
+
+
+def make_members_eval_step(model) -> Callable[..., dict]:
+  """``eval_step(params, batch_stats, x, y) -> {'loss', 'accuracy'}`` of K stacked members (their
+  variables with a leading member axis, one batch for all): ``make_eval_step`` vmapped and
+  jitted, each metric of shape ``(K,)``; :func:`evaluate` takes it like a single model's step."""
+  return jax.jit(jax.vmap(make_eval_step(model), in_axes=(0, 0, None, None)))
 
 
 def predict(apply_fn: Callable[[Any, jax.Array], jax.Array], variables: Any, x: np.ndarray,

@@ -24,9 +24,11 @@ member: the best validation epoch (its variables are kept), reduce-on-plateau, d
 or a batch loss above ``divergence_factor`` x its first loss stops that member only), and stopping
 by ``on_epoch_end`` (search pruning). The program stops when every member has stopped.
 
-An epoch is either one ``lax.scan`` over the steps (one dispatch per epoch: best for small dense
-models) or a Python loop over the jitted vmapped step (convolutions inside a scan's while loop run
-~9x slower on XLA:CPU): ``epoch_mode='auto'`` picks the loop for convolutional models.
+An epoch is one ``lax.scan`` over the steps of the vmapped step (one dispatch per epoch: best for
+small dense models), a Python loop over the jitted vmapped step, or the members one after another
+with the single run's step (on XLA:CPU a batched convolution is slower than K single ones, and a
+convolution inside a scan's while loop ~7x slower): ``epoch_mode='auto'`` picks ``each`` for
+convolutional models on CPU, ``scan`` otherwise (:func:`make_members_epoch`).
 
 On a machine with several devices the members axis is split over them
 (``research.train.parallel.MembersParallel``: ``NamedSharding(mesh, P('members'))`` on the stacked
@@ -54,12 +56,12 @@ from research import models, optim
 from research.launch.config_tree import flatten_config
 from research.optim.hyperparams import find_hyperparams_state
 from research.train import distributed
-from research.train.evaluation import evaluate
+from research.train.evaluation import evaluate, make_members_eval_step
 from research.train.experiment import Experiment, build_experiment
 from research.train.losses import l2_penalty
 from research.train.parallel import MembersParallel
 from research.train.state import TrainState, epoch_permutation, make_init
-from research.train.steps import make_eval_step, make_train_step
+from research.train.steps import make_train_step
 
 #: Optimizer fields that may differ between members (they are hyperparameters in the state).
 OPTIMIZER_FIELDS = ("learning_rate", "mu", "weight_decay", "beta1", "beta2", "decay_rate", "eps")
@@ -68,10 +70,10 @@ INIT_PATHS = ("model.init", "model.output_scale", "model.init_std")
 #: Every config field that may differ between the members of one call.
 VARYING_PATHS = tuple(f"optimizer.{f}" for f in OPTIMIZER_FIELDS) + (
     "loss.l2", "model.dropout", "seed") + INIT_PATHS
-EPOCH_MODES = ("auto", "scan", "loop")
-#: Models whose steps run faster as a loop of dispatches than inside a scan (measured:
-#: scripts/bench/bench_train.py, members rows).
-_LOOP_MODELS = ("cnn", "cnn1d")
+EPOCH_MODES = ("auto", "scan", "loop", "each")
+#: Models whose members train faster one by one than vmapped (batched convolutions) or scanned
+#: (convolutions in a while loop) on XLA:CPU (measured: scripts/bench/bench_train.py).
+_EACH_MODELS = ("cnn", "cnn1d")
 
 
 def stack(trees: Sequence[Any]) -> Any:
@@ -233,9 +235,11 @@ def _init_stacked(experiment: Experiment, configs: Sequence[ml_collections.Confi
   return stack(members)
 
 
-def make_member_step(train_step: Callable, l2_varies: bool, dropout_varies: bool) -> Callable:
-  """``step(states, l2, rates, x, y) -> (states, (losses, accuracies))``, vmapped over members:
-  ``x`` is ``(K, B, ...)``, one batch per member."""
+def make_single_member_step(train_step: Callable, l2_varies: bool, dropout_varies: bool
+                            ) -> Callable:
+  """``step(state, l2, rate, x, y) -> (state, (loss, accuracy))`` of ONE member: the single
+  run's ``train_step`` with the member's dropout rate (intercepted) and its L2 (trained as weight
+  decay, added back to the reported loss)."""
 
   def member_step(state, l2, rate, x, y):
     context = (nn.intercept_methods(dropout_interceptor(rate)) if dropout_varies
@@ -247,15 +251,29 @@ def make_member_step(train_step: Callable, l2_varies: bool, dropout_varies: bool
       loss = loss + l2.astype(loss.dtype) * l2_penalty(state.params).astype(loss.dtype)
     return new_state, (loss, metrics["accuracy"])
 
-  return jax.vmap(member_step)
+  return member_step
 
 
-def make_members_epoch(member_step: Callable, mode: str) -> Callable:
+def make_member_step(train_step: Callable, l2_varies: bool, dropout_varies: bool) -> Callable:
+  """``step(states, l2, rates, x, y) -> (states, (losses, accuracies))``, vmapped over members:
+  ``x`` is ``(K, B, ...)``, one batch per member."""
+  return jax.vmap(make_single_member_step(train_step, l2_varies, dropout_varies))
+
+
+def make_members_epoch(single_step: Callable, mode: str) -> Callable:
   """``epoch(states, l2, rates, x, y, perms) -> (states, losses (K, steps), accuracy (K,))``.
 
-  ``perms`` ``(K, steps, B)``: member k's example indices of each step. ``mode='scan'``: one
-  jitted ``lax.scan`` over the steps; ``'loop'``: a Python loop over the jitted vmapped step.
+  ``single_step``: :func:`make_single_member_step`. ``perms`` ``(K, steps, B)``: member k's
+  example indices of each step. Modes (``scripts/bench/bench_train.py`` measures them):
+
+  * ``'scan'``: one jitted ``lax.scan`` over the steps of the vmapped step (one dispatch per
+    epoch: the fastest for small dense models);
+  * ``'loop'``: a Python loop over the jitted vmapped step;
+  * ``'each'``: the members one after another, each with the single run's step (XLA:CPU runs a
+    vmapped, batched convolution slower than the members' convolutions one by one, and a
+    convolution inside a scan's while loop ~7x slower: convolutional members train this way).
   """
+  member_step = jax.vmap(single_step)
   if mode == "scan":
     def scanned(states, l2, rates, x, y, perms):
       def body(states, idx):
@@ -263,6 +281,25 @@ def make_members_epoch(member_step: Callable, mode: str) -> Callable:
       states, (losses, accuracies) = jax.lax.scan(body, states, jnp.swapaxes(perms, 0, 1))
       return states, losses.T, jnp.mean(accuracies, axis=0)
     return jax.jit(scanned, donate_argnums=0)
+
+  if mode == "each":
+    @functools.partial(jax.jit, donate_argnums=0)
+    def member_one_step(state, l2, rate, x, y, idx):
+      return single_step(state, l2, rate, x[idx], y[idx])
+
+    def each(states, l2, rates, x, y, perms):
+      members, losses, accuracies = [], [], []
+      for m in range(perms.shape[0]):
+        state, member_losses, member_accuracies = unstack(states, m), [], []
+        for i in range(perms.shape[1]):
+          state, (loss, accuracy) = member_one_step(state, l2[m], rates[m], x, y, perms[m, i])
+          member_losses.append(loss)
+          member_accuracies.append(accuracy)
+        members.append(state)
+        losses.append(jnp.stack(member_losses))
+        accuracies.append(jnp.mean(jnp.stack(member_accuracies)))
+      return stack(members), jnp.stack(losses), jnp.stack(accuracies)
+    return each
 
   @functools.partial(jax.jit, donate_argnums=0)
   def one_step(states, l2, rates, x, y, idx):
@@ -279,12 +316,15 @@ def make_members_epoch(member_step: Callable, mode: str) -> Callable:
 
 
 def choose_epoch_mode(config: Any, mode: str = "auto") -> str:
-  """``'loop'`` for convolutional models, ``'scan'`` otherwise (or ``mode`` when not auto)."""
+  """``'each'`` for convolutional models on CPU, ``'scan'`` otherwise (or ``mode`` when not
+  auto)."""
   if mode not in EPOCH_MODES:
     raise ValueError(f"epoch_mode={mode!r} is unknown; known: {', '.join(EPOCH_MODES)}.")
   if mode != "auto":
     return mode
-  return "loop" if config.model.name in _LOOP_MODELS else "scan"
+  if config.model.name in _EACH_MODELS and jax.default_backend() == "cpu":
+    return "each"
+  return "scan"
 
 
 def member_permutations(seeds: Sequence[int], epoch: int, n: int, steps: int,
@@ -330,7 +370,7 @@ def train_members(configs: Sequence[ml_collections.ConfigDict],
     on_snapshot: ``f(epoch, stacked_variables, info)`` after every epoch (1-based ``epoch``;
       ``info`` has ``val_accuracy`` per member), e.g. to save checkpoint-ensemble snapshots.
     dataset: a loaded ``research.data.Dataset`` (default: ``load_dataset(config.data)``).
-    epoch_mode: ``'auto'``, ``'scan'`` or ``'loop'`` (see :func:`make_members_epoch`).
+    epoch_mode: ``'auto'``, ``'scan'``, ``'loop'`` or ``'each'`` (:func:`make_members_epoch`).
     log: optional ``print``-like callable, one line per epoch.
     devices: the devices the members are split over (default: every local device); the most of
       them that divide ``len(configs)`` evenly are used (one device: nothing is split).
@@ -359,10 +399,10 @@ def train_members(configs: Sequence[ml_collections.ConfigDict],
   rates = by_member(jnp.asarray(the_plan.dropout if the_plan.dropout is not None else np.zeros(k),
                                 float_dtype))
   l2 = by_member(jnp.asarray(the_plan.l2, float_dtype))
-  member_step = make_member_step(make_train_step(experiment.model, experiment.tx, base),
-                                 bool(np.any(the_plan.l2)), the_plan.dropout is not None)
-  epoch_fn = make_members_epoch(member_step, choose_epoch_mode(base, epoch_mode))
-  eval_step = jax.jit(jax.vmap(make_eval_step(experiment.model), in_axes=(0, 0, None, None)))
+  single_step = make_single_member_step(make_train_step(experiment.model, experiment.tx, base),
+                                        bool(np.any(the_plan.l2)), the_plan.dropout is not None)
+  epoch_fn = make_members_epoch(single_step, choose_epoch_mode(base, epoch_mode))
+  eval_step = make_members_eval_step(experiment.model)
   plateau = experiment.plateau
   plateau_states = [plateau.init() for _ in range(k)] if plateau else None
   x_train, y_train = shared(dataset.x_train), shared(dataset.y_train)

@@ -19,8 +19,9 @@ machine noise hits all variants alike):
   and gradient histograms) every ``--every`` steps, written by the background MetricsWriter;
 * ``plain-scan`` / ``ours-scan``: the same two steps, ``--scan`` of them per dispatch in one
   ``lax.scan`` (what ``config.train.steps_per_call`` does in the training loop);
-* ``members P=k (scan|loop)``: ``research.train.train_members``'s epoch for k members at once
-  (``lax.scan`` over the vmapped step, or a loop of dispatches); the rate is per member, so it
+* ``members P=k (scan|loop|each)``: ``research.train.train_members``'s epoch for k members
+  (``lax.scan`` over the vmapped step, a loop of its dispatches, or the members one after another
+  with the single step); the rate is per member, so it
   compares with ``ours`` directly (a population must not be slower per member than single runs);
 * ``torch``: the same network and Adam in torch on CPU (when torch is installed).
 Batches are device arrays prepared beforehand, so the rows time the step, not the data path.
@@ -31,6 +32,10 @@ import os
 import shutil
 import tempfile
 import time
+
+# torch's OpenMP threads spin while they wait; on a shared 2-core machine that starves everything
+# else (and torch itself: 10-100x slower steps). Passive waiting, unless the caller chose.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from absl import flags
 
@@ -174,7 +179,7 @@ def _members_variants(config, dataset, batch, steps):
     configs.append(member)
   the_plan = members.plan(configs)
   experiment = train.build_experiment(the_plan.step_config, dataset)
-  step = members.make_member_step(
+  step = members.make_single_member_step(
       train.make_train_step(experiment.model, experiment.tx, the_plan.step_config), False, False)
   x_train, y_train = jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train)
   n = len(dataset.x_train)
@@ -183,7 +188,7 @@ def _members_variants(config, dataset, batch, steps):
                                 for _ in range(k)]))
   zeros = jnp.zeros(k)
   out = {}
-  for mode in ("scan", "loop"):
+  for mode in ("scan", "loop", "each"):
     epoch = members.make_members_epoch(step, mode)
 
     def run(epoch=epoch):

@@ -36,6 +36,7 @@ def activations(activation: str, init: str, seeds: range, layers: int
                 ) -> list[list[np.ndarray]]:
   """Per seed, per hidden layer: the activations on 512 training examples at initialization."""
   import jax
+  from research.monitor.stats import activation_layers
   from research.train import init_state
   from research.train.losses import apply_model
   cfg = engine.config({"model.hidden_sizes": (100,) * layers, "model.activation": activation,
@@ -47,16 +48,9 @@ def activations(activation: str, init: str, seeds: range, layers: int
   out = []
   for seed in seeds:
     state = init_state(experiment, seed=seed)
-    sown = forward(state.params, state.batch_stats, state.rng)["intermediates"]
-    sown_layers = _flatten(sown)
-    out.append([np.asarray(sown_layers[f"act_{i}"]) for i in range(layers)])
+    sown = activation_layers(forward(state.params, state.batch_stats, state.rng))
+    out.append([np.asarray(sown[f"act_{i}"]) for i in range(layers)])
   return out
-
-
-def _flatten(tree):
-  """``{'act_0': array, ...}`` of the sown collection (the monitor's reader)."""
-  from research.monitor.stats import _activation_layers
-  return _activation_layers(tree)
 
 
 @functools.lru_cache(maxsize=None)
@@ -134,7 +128,7 @@ def run(ctx: core.Context) -> core.Outcome:
            "0.9..1 for a sigmoid): " + ", ".join(
                f"{a} {LABELS[i]} "
                f"{core.stat(last((a, i), 'outer_tenth'))}" for a, i in NETS)]
-  return core.Outcome(conditions, measured, figures.finish(fig, ctx, 13, TITLE, conditions),
+  return core.Outcome(conditions, measured, figures.finish(fig, ctx, conditions),
                       numbers, notes)
 
 

@@ -49,14 +49,12 @@ def train(base, lr: float | list, seeds: int, schedule: dict | None = None):
   """``(final training loss (seeds, len(lrs)), loss curves, lr curves)`` of one program."""
   lrs = lr if isinstance(lr, list) else [lr]
   overrides = {f"optimizer.schedule.{k}": v for k, v in (schedule or {}).items()}
-  result = engine.members(engine.variants(base, [
-      {**overrides, "optimizer.learning_rate": float(a), "seed": k}
-      for k in range(seeds) for a in lrs]))
+  runs = engine.sweep(base, [{**overrides, "optimizer.learning_rate": float(a)} for a in lrs],
+                      seeds)
   epochs = int(base.train.num_epochs)
-  loss = engine.pad([engine.curve(h, "train_loss") for h in result.history], epochs, np.inf)
-  rate = engine.pad([engine.curve(h, "learning_rate") for h in result.history], epochs)
-  final = np.where(np.isfinite(loss[:, -1]), loss[:, -1], np.inf).reshape(seeds, len(lrs))
-  return final, loss.reshape(seeds, len(lrs), epochs), rate.reshape(seeds, len(lrs), epochs)
+  loss = runs.curves("train_loss", epochs, fill=np.inf)
+  final = np.where(np.isfinite(loss[..., -1]), loss[..., -1], np.inf)
+  return final, loss, runs.curves("learning_rate", epochs)
 
 
 def run(ctx: core.Context) -> core.Outcome:
@@ -101,9 +99,8 @@ def run(ctx: core.Context) -> core.Outcome:
   step = chosen["step"]
   figures.note(axes[0, 1], [f"tuned step: x{step['factor']:g} every {step['every']} epochs"],
                loc="lower left")
-  measured = (f"final training loss from a0 = {a0:.3g}: " + ", ".join(
-      f"{n} {core.stat(v)}" for n, v in last.items()))
-  return core.Outcome(conditions, measured, figures.finish(fig, ctx, 20, TITLE, conditions),
+  measured = f"final training loss from a0 = {a0:.3g}: {core.stats(last)}"
+  return core.Outcome(conditions, measured, figures.finish(fig, ctx, conditions),
                       {"a0": a0, "final_loss": {n: v.tolist() for n, v in last.items()},
                        "tuned_step": chosen["step"]})
 

@@ -90,10 +90,9 @@ def run(ctx: core.Context) -> core.Outcome:
          f"around the trend, {WINDOW}-update windows)", title="wiggle vs batch size, per seed")
   figures.note(ax, [f"full batch: {core.stat(rises)} rises", *(
       f"batch {n}: {core.stat(noise[:, j])}" for j, n in enumerate(names))])
-  measured = ("wiggle " + ", ".join(f"batch {n} {core.stat(noise[:, j])}"
-                                    for j, n in enumerate(names))
-              + f"; full-batch loss rises {core.stat(rises)} times")
-  return core.Outcome(conditions, measured, figures.finish(fig, ctx, 9, TITLE, conditions),
+  measured = (f"wiggle {core.stats(zip((f'batch {n}' for n in names), noise.T))}; full-batch "
+              f"loss rises {core.stat(rises)} times")
+  return core.Outcome(conditions, measured, figures.finish(fig, ctx, conditions),
                       {"batches": list(batches), "wiggle": noise.tolist(),
                        "full_batch_rises": rises.tolist()})
 

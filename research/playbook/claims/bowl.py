@@ -105,7 +105,7 @@ def run(ctx: core.Context) -> core.Outcome:
               + f"; SGD zig-zags {zigzag['sgd']}x; momentum reaches x = "
               f"{overshoot['momentum']:.2f}; lrs " + ", ".join(f"{n} {best_lr[n]:.3g}"
                                                               for n in RULES))
-  return core.Outcome(conditions, measured, figures.finish(fig, ctx, 16, TITLE, conditions),
+  return core.Outcome(conditions, measured, figures.finish(fig, ctx, conditions),
                       {"best_lr": best_lr, "directness": direct, "sign_changes": zigzag,
                        "max_x": overshoot})
 

@@ -81,7 +81,7 @@ def run(ctx: core.Context) -> core.Outcome:
   measured = (f"slope centered {core.stat(slopes['centered'])}, forward "
               f"{core.stat(slopes['forward'])}; error at h=1e-12 is {core.stat(floor_rise)}x "
               "the centered minimum")
-  return core.Outcome(conditions, measured, figures.finish(fig, ctx, 1, TITLE, conditions),
+  return core.Outcome(conditions, measured, figures.finish(fig, ctx, conditions),
                       {"hs": hs.tolist(), **{f"median_error_{f}": curves[f].tolist()
                                              for f in FORMULAS},
                        "slopes": {f: s.tolist() for f, s in slopes.items()},

@@ -67,7 +67,7 @@ def run(ctx: core.Context) -> core.Outcome:
   ax.legend(fontsize=8)
   measured = ", ".join(f"depth {d}: {core.stat(first[:, j])}" for j, d in enumerate(depths))
   return core.Outcome(conditions, "first-layer median error " + measured,
-                      figures.finish(fig, ctx, 3, TITLE, conditions),
+                      figures.finish(fig, ctx, conditions),
                       {"depths": list(depths), "first_layer_median": first.tolist(),
                        "per_leaf": leaves})
 

@@ -61,7 +61,7 @@ def run(ctx: core.Context) -> core.Outcome:
               f"{core.stat(ema[:, late].mean(axis=1))}; raw - EMA {core.stat(gain)}")
   notes = [f"late validation loss raw {core.stat(raw_loss[:, late].mean(axis=1))}, EMA "
            f"{core.stat(ema_loss[:, late].mean(axis=1))}"]
-  return core.Outcome(conditions, measured, figures.finish(fig, ctx, 25, TITLE, conditions),
+  return core.Outcome(conditions, measured, figures.finish(fig, ctx, conditions),
                       {"raw_error": raw.tolist(), "ema_error": ema.tolist()}, notes)
 
 

@@ -88,7 +88,7 @@ def run(ctx: core.Context) -> core.Outcome:
   measured = (f"seed ensemble K=1 {core.stat(seed_curves[:, 0])} -> K={k} "
               f"{core.stat(seed_curves[:, -1])}; checkpoint ensemble K={k} "
               f"{core.stat(ckpt_curves[:, -1])}")
-  return core.Outcome(conditions, measured, figures.finish(fig, ctx, 24, TITLE, conditions),
+  return core.Outcome(conditions, measured, figures.finish(fig, ctx, conditions),
                       {"seed_curves": seed_curves.tolist(), "checkpoint_curves":
                        ckpt_curves.tolist()})
 

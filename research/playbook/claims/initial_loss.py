@@ -64,9 +64,8 @@ def run(ctx: core.Context) -> core.Outcome:
          yscale="log", ylabel="initial loss (mean cross-entropy, 512 examples)",
          title="digits MLP 64-256-256-10 at initialization")
   ax.legend(fontsize=8, loc="upper left")
-  measured = ("initial loss " + ", ".join(f"{init} {core.stat(losses[init])}" for init in INITS)
-              + f" (ln 10 = {expected:.4f})")
-  return core.Outcome(conditions, measured, figures.finish(fig, ctx, 5, TITLE, conditions),
+  measured = f"initial loss {core.stats(losses)} (ln 10 = {expected:.4f})"
+  return core.Outcome(conditions, measured, figures.finish(fig, ctx, conditions),
                       {init: v.tolist() for init, v in losses.items()})
 
 

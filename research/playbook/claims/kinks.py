@@ -95,7 +95,7 @@ def run(ctx: core.Context) -> core.Outcome:
               f"flagged {core.stat(unflagged.sum(axis=1))}; kink crossings "
               f"{core.stat(crossed.sum(axis=1))}; check at h=1e-5 OK in "
               f"{int(passed.sum())}/{len(passed)}")
-  return core.Outcome(conditions, measured, figures.finish(fig, ctx, 4, TITLE, conditions),
+  return core.Outcome(conditions, measured, figures.finish(fig, ctx, conditions),
                       {"hs": list(hs), "large": large.tolist(), "unflagged": unflagged.tolist(),
                        "crossed": crossed.tolist(), "passed": passed.tolist()})
 

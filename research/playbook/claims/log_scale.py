@@ -64,7 +64,7 @@ def run(ctx: core.Context) -> core.Outcome:
               f"{core.stat(accuracy['linear'].max(axis=1))}; log - linear {core.stat(gain)}; "
               f"share of trials below lr 1e-2: log {below['log']:.0%}, linear "
               f"{below['linear']:.0%}")
-  return core.Outcome(conditions, measured, figures.finish(fig, ctx, 23, TITLE, conditions),
+  return core.Outcome(conditions, measured, figures.finish(fig, ctx, conditions),
                       {"lrs": {k: v.tolist() for k, v in lrs.items()},
                        "accuracy": {k: v.tolist() for k, v in accuracy.items()}})
 

@@ -42,12 +42,9 @@ def run(ctx: core.Context) -> core.Outcome:
   lrs = 10.0 ** np.array(s.lrs)
   base = engine.config({"model.hidden_sizes": (100,), "optimizer.name": "sgd",
                         "train.num_epochs": s.epochs})
-  grid = [(lr, seed) for seed in range(s.seeds) for lr in lrs]
-  result = engine.members(engine.variants(
-      base, [{"optimizer.learning_rate": float(lr), "seed": seed} for lr, seed in grid]))
-  losses = engine.pad([engine.curve(h, "train_loss") for h in result.history], s.epochs)
-  losses = losses.reshape(s.seeds, len(lrs), s.epochs)
-  exploded = np.array([e is not None for e in result.errors]).reshape(s.seeds, len(lrs))
+  runs = engine.sweep(base, [{"optimizer.learning_rate": float(lr)} for lr in lrs], s.seeds)
+  losses = runs.curves("train_loss", s.epochs)
+  exploded = runs.diverged()
   linear_r2 = Thresholds().linear_r2
   rows = {k: [] for k in ("explodes", "between", "ratio", "drop", "r2", "good", "high")}
   for seed in range(s.seeds):
@@ -108,7 +105,7 @@ def run(ctx: core.Context) -> core.Outcome:
               f"{core.stat(rows['ratio'])}x good's loss, dropping {core.stat(rows['drop'])} over "
               f"its second half; low lr R^2 {core.stat(rows['r2'])}; largest lr exploded in "
               f"{int(np.sum(rows['explodes']))}/{s.seeds}")
-  return core.Outcome(conditions, measured, figures.finish(fig, ctx, 8, TITLE, conditions),
+  return core.Outcome(conditions, measured, figures.finish(fig, ctx, conditions),
                       {"lrs": lrs.tolist(), "losses": losses.tolist(),
                        "exploded": exploded.tolist(), **{k: list(map(float, v))
                                                           for k, v in rows.items()}})

@@ -47,9 +47,9 @@ def run(ctx: core.Context) -> core.Outcome:
   losses, params = {}, {}
   for form in FORMS:
     snapshots: list = []
-    cfgs = engine.variants(base, [{"optimizer.name": form, "seed": k} for k in range(s.seeds)])
-    result = engine.members(cfgs, on_snapshot=lambda e, v, i, out=snapshots: out.append(flat(v)))
-    losses[form] = engine.pad([engine.curve(h, "train_loss") for h in result.history], s.steps)
+    runs = engine.sweep(base, [{"optimizer.name": form}], s.seeds,
+                        on_snapshot=lambda e, v, i, out=snapshots: out.append(flat(v)))
+    losses[form] = runs.curves("train_loss", s.steps)[:, 0]
     params[form] = np.stack(snapshots, axis=1)            # (K, steps, P)
   ahead = params["nesterov"][:, 1:]
   x = params["nesterov_lookahead"]
@@ -80,10 +80,10 @@ def run(ctx: core.Context) -> core.Outcome:
                  title="rewritten form vs look-ahead form, shifted")
   axes[0, 1].legend(fontsize=8)
   measured = (f"max relative distance between the two forms {core.stat(gap)}; mean training "
-              "loss " + ", ".join(f"{f} {core.stat(area[f])}" for f in FORMS))
+              f"loss {core.stats(area)}")
   notes = [f"largest relative difference of the reported training losses of the two Nesterov "
            f"forms (both the loss at x_ahead): {core.stat(loss_gap)}"]
-  return core.Outcome(conditions, measured, figures.finish(fig, ctx, 19, TITLE, conditions),
+  return core.Outcome(conditions, measured, figures.finish(fig, ctx, conditions),
                       {"max_relative_distance": gap.tolist(),
                        "mean_train_loss": {f: a.tolist() for f, a in area.items()}}, notes)
 

@@ -22,17 +22,17 @@ SETTINGS = {"tiny": {"seeds": 2, "steps": 20}, "short": {"seeds": 3, "steps": 30
 
 
 def run(ctx: core.Context) -> core.Outcome:
+  from research.train import evaluate, make_members_eval_step
   s = ctx.settings
   base = engine.config({"data.subset": 20, "train.batch_size": 20, "train.num_epochs": s.steps,
                         "loss.l2": 0.0, "model.dropout": 0.0})
-  result = engine.members(engine.variants(base, [{"seed": k} for k in range(s.seeds)]))
-  data = result.experiment.dataset
-  final = engine.evaluate_members(result.experiment.model,
-                                  {"params": result.state.params,
-                                   "batch_stats": result.state.batch_stats},
-                                  data.x_train, data.y_train)
-  losses = engine.pad([engine.curve(h, "train_loss") for h in result.history], s.steps)
-  val = engine.pad([engine.curve(h, "val_accuracy") for h in result.history], s.steps)
+  runs = engine.sweep(base, [{}], s.seeds)
+  experiment, state = runs.result.experiment, runs.result.state
+  data = experiment.dataset
+  final = evaluate(make_members_eval_step(experiment.model), state.params, state.batch_stats,
+                   data.x_train, data.y_train, 512)
+  losses = runs.curves("train_loss", s.steps)[:, 0]
+  val = runs.curves("val_accuracy", s.steps)[:, 0]
   conditions = [core.condition("final training loss on the 20 examples", final["loss"], "<",
                                0.01),
                 core.condition("final training accuracy on the 20 examples", final["accuracy"],
@@ -51,7 +51,7 @@ def run(ctx: core.Context) -> core.Outcome:
   measured = (f"after {s.steps} updates: training loss {core.stat(final['loss'])}, training "
               f"accuracy {core.stat(final['accuracy'])}, validation accuracy "
               f"{core.stat(val[:, -1])}")
-  return core.Outcome(conditions, measured, figures.finish(fig, ctx, 7, TITLE, conditions),
+  return core.Outcome(conditions, measured, figures.finish(fig, ctx, conditions),
                       {"final_loss": final["loss"].tolist(),
                        "final_accuracy": final["accuracy"].tolist(),
                        "val_accuracy": val[:, -1].tolist()})

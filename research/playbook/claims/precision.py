@@ -121,7 +121,7 @@ def run(ctx: core.Context) -> core.Outcome:
   measured = (f"at h=1e-5: float32 median {core.stat(medians['float32'])} (max "
               f"{core.stat(maxima['float32'])}); float64 graded max {core.stat(graded)} (raw max "
               f"{core.stat(maxima['float64'])}, tiny gradients included)")
-  return core.Outcome(conditions, measured, figures.finish(fig, ctx, 2, TITLE, conditions),
+  return core.Outcome(conditions, measured, figures.finish(fig, ctx, conditions),
                       {"hs": hs.tolist(), "median": medians, "max": maxima,
                        "graded_max_float64": graded,
                        "sweep_median": sweeps})

@@ -81,7 +81,7 @@ def run(ctx: core.Context) -> core.Outcome:
   measured = (f"best val accuracy grid {core.stat(grid_acc.max(axis=1))}, random "
               f"{core.stat(random_acc.max(axis=1))}; random - grid {core.stat(gain)} (distinct "
               f"learning rates per search: grid {distinct}, random {TRIALS})")
-  return core.Outcome(conditions, measured, figures.finish(fig, ctx, 22, TITLE, conditions),
+  return core.Outcome(conditions, measured, figures.finish(fig, ctx, conditions),
                       {"grid": grid, "random": randoms, "grid_accuracy": grid_acc.tolist(),
                        "random_accuracy": random_acc.tolist()})
 

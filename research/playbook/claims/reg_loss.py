@@ -54,7 +54,7 @@ def run(ctx: core.Context) -> core.Outcome:
                loc="upper left")
   measured = (f"initial loss from {core.stat(losses[:, 0])} (l2=0) to "
               f"{core.stat(losses[:, -1])} (l2=10); smallest step {core.stat(steps.min(axis=1))}")
-  return core.Outcome(conditions, measured, figures.finish(fig, ctx, 6, TITLE, conditions),
+  return core.Outcome(conditions, measured, figures.finish(fig, ctx, conditions),
                       {"l2": list(L2S), "losses": losses.tolist()})
 
 

@@ -27,28 +27,25 @@ VARIANTS = {"none": {}, "L2 1e-2": {"loss.l2": 1e-2}, "dropout 0.5": {"model.dro
 
 
 def run(ctx: core.Context) -> core.Outcome:
+  from research.train import evaluate, make_members_eval_step
   s = ctx.settings
   base = engine.config({"data.subset": 300, "train.batch_size": 50,
                         "train.num_epochs": s.epochs})
   names = list(VARIANTS)
-  grid = [(name, seed) for seed in range(s.seeds) for name in names]
-  configs = engine.variants(base, [{**VARIANTS[n], "seed": k} for n, k in grid])
   data = engine.dataset(base)
   # Dropout is identity in test mode: a model without dropout layers evaluates every member.
-  model = engine.experiment(base).model
-  train_acc, val_acc = [], []
+  eval_step = make_members_eval_step(engine.experiment(base).model)
+  accuracy = {"train": [], "val": []}    # per epoch, (K,) each
 
   def on_snapshot(epoch, variables, info):
     del epoch, info
-    train_acc.append(engine.evaluate_members(model, variables, data.x_train,
-                                             data.y_train)["accuracy"])
-    val_acc.append(engine.evaluate_members(model, variables, data.x_val,
-                                           data.y_val)["accuracy"])
+    for split, x, y in (("train", data.x_train, data.y_train), ("val", data.x_val, data.y_val)):
+      accuracy[split].append(evaluate(eval_step, variables["params"], variables["batch_stats"],
+                                      x, y, 512)["accuracy"])
 
-  engine.members(configs, on_snapshot=on_snapshot)
-  gap = (np.array(train_acc) - np.array(val_acc)).T.reshape(s.seeds, len(names), -1)
-  train = np.array(train_acc).T.reshape(s.seeds, len(names), -1)
-  val = np.array(val_acc).T.reshape(s.seeds, len(names), -1)
+  runs = engine.sweep(base, list(VARIANTS.values()), s.seeds, on_snapshot=on_snapshot)
+  train, val = (runs.split(np.transpose(accuracy[split])) for split in ("train", "val"))
+  gap = train - val
   final = gap[:, :, -3:].mean(axis=2)
   conditions = [
       core.condition("unregularized gap: final - after epoch 1", final[:, 0] - gap[:, 0, 0],
@@ -63,18 +60,16 @@ def run(ctx: core.Context) -> core.Outcome:
   fig, axes = figures.figure(2, size=(5.6, 4.4))
   epochs = np.arange(1, gap.shape[2] + 1)
   colors = ("tab:red", "tab:blue", "tab:green")
-  for j, name in enumerate(names):
-    figures.seed_band(axes[0, 0], epochs, train[:, j], color=colors[j], linestyle="--")
-    figures.seed_band(axes[0, 0], epochs, val[:, j], color=colors[j], label=name)
-    figures.seed_band(axes[0, 1], epochs, gap[:, j], color=colors[j], label=name)
+  figures.bands(axes[0, 0], epochs, train, [None] * len(names), colors, linestyle="--")
+  figures.bands(axes[0, 0], epochs, val, names, colors)
+  figures.bands(axes[0, 1], epochs, gap, names, colors)
   axes[0, 0].set(xlabel="epoch", ylabel="accuracy (test mode)", ylim=(0.5, 1.01),
                  title="300 training digits: train (dashed) vs validation")
   axes[0, 0].legend(fontsize=8, loc="lower right")
   axes[0, 1].set(xlabel="epoch", ylabel="train - validation accuracy", title="the gap")
   axes[0, 1].legend(fontsize=8)
-  measured = "final gap " + ", ".join(f"{n} {core.stat(final[:, j])}" for j, n in
-                                      enumerate(names))
-  return core.Outcome(conditions, measured, figures.finish(fig, ctx, 11, TITLE, conditions),
+  measured = f"final gap {core.stats(zip(names, final.T))}"
+  return core.Outcome(conditions, measured, figures.finish(fig, ctx, conditions),
                       {"variants": names, "final_gap": final.tolist(),
                        "final_val": val[:, :, -1].tolist()})
 

@@ -34,21 +34,21 @@ SETTINGS = {"tiny": {"seeds": 1, "epochs": 1, "lrs": (-2.0,), "layers": 1,
 ADAPTIVE = ("adagrad", "rmsprop")
 
 
-def configs(name: str, lrs: np.ndarray, seeds: int, epochs: int, layers: int = 5):
+def train(name: str, lrs: np.ndarray, seeds: int, epochs: int, layers: int = 5) -> engine.Sweep:
+  """One program of rule ``name``: a member per (seed, learning rate)."""
   base = engine.config({"model.hidden_sizes": (100,) * layers, "optimizer.name": name,
                         "optimizer.mu": 0.9, "train.num_epochs": epochs})
-  return engine.variants(base, [{"optimizer.learning_rate": float(lr), "seed": seed}
-                                for seed in range(seeds) for lr in lrs])
+  return engine.sweep(base, [{"optimizer.learning_rate": float(lr)} for lr in lrs], seeds)
 
 
-def effective_rates(result, lrs: np.ndarray) -> np.ndarray:
-  """Per member: median over the weights of lr / (sqrt(cache) + eps)."""
-  cache = engine.kernels(engine.find_cache(result.state.opt_state))
-  eps = float(result.configs[0].optimizer.eps)
-  values = np.concatenate([np.asarray(c, np.float64).reshape(c.shape[0], -1)
-                           for c in cache.values()], axis=1)
-  member_lrs = np.tile(lrs, values.shape[0] // len(lrs))
-  return np.median(member_lrs[:, None] / (np.sqrt(values) + eps), axis=1)
+def effective_rates(runs: engine.Sweep, lrs: np.ndarray) -> np.ndarray:
+  """``(seeds, len(lrs))``: median over the weights of lr / (sqrt(cache) + eps)."""
+  from research import optim
+  cache = engine.kernels(optim.get_cache(runs.result.state.opt_state))
+  eps = float(runs.result.configs[0].optimizer.eps)
+  values = runs.split(np.concatenate([np.asarray(c, np.float64).reshape(c.shape[0], -1)
+                                      for c in cache.values()], axis=1))
+  return np.median(lrs[:, None] / (np.sqrt(values) + eps), axis=2)
 
 
 def run(ctx: core.Context) -> core.Outcome:
@@ -56,20 +56,17 @@ def run(ctx: core.Context) -> core.Outcome:
   lrs = 10.0 ** np.array(s.lrs)
   final, curves, best, rates = {}, {}, {}, {}
   for name in s.rules:
-    result = engine.members(configs(name, lrs, s.seeds, s.epochs, s.layers))
-    loss = engine.pad([engine.curve(h, "train_loss") for h in result.history], s.epochs)
-    diverged = np.array([e is not None for e in result.errors])
-    last = np.where(diverged | ~np.isfinite(loss[:, -1]), np.inf, loss[:, -1])
-    last = last.reshape(s.seeds, len(lrs))
+    runs = train(name, lrs, s.seeds, s.epochs, s.layers)
+    loss = runs.curves("train_loss", s.epochs)
+    last = np.where(runs.diverged() | ~np.isfinite(loss[..., -1]), np.inf, loss[..., -1])
     with np.errstate(invalid="ignore"):
       j = int(np.argmin(np.mean(last, axis=0)))
     best[name] = lrs[j]
     final[name] = last[:, j]
-    curves[name] = loss.reshape(s.seeds, len(lrs), s.epochs)[:, j]
+    curves[name] = loss[:, j]
     if name in ADAPTIVE:
-      first = engine.members(configs(name, lrs[j:j + 1], s.seeds, 1, s.layers))
-      end = effective_rates(result, lrs).reshape(s.seeds, len(lrs))[:, j]
-      rates[name] = end / effective_rates(first, lrs[j:j + 1])
+      first = train(name, lrs[j:j + 1], s.seeds, 1, s.layers)
+      rates[name] = effective_rates(runs, lrs)[:, j] / effective_rates(first, lrs[j:j + 1])[:, 0]
   log_ratio = lambda a, b: np.log10(final[a] / final[b])
   conditions = [core.condition(f"log10(final loss SGD / {n})", log_ratio("sgd", n), ">", 0.0,
                                hint="on a coarse rate grid SGD's and momentum's best rates can "
@@ -98,10 +95,9 @@ def run(ctx: core.Context) -> core.Outcome:
   ax.set(xticks=range(len(ADAPTIVE)), xticklabels=ADAPTIVE, xlim=(-0.6, 1.6), yscale="log",
          ylabel="effective lr at the end / after epoch 1",
          title="lr / (sqrt(cache) + eps), median over weights")
-  measured = ("final training loss at the best lr " + ", ".join(
-      f"{n} {core.stat(final[n])}" for n in s.rules) + "; effective-rate ratio end/epoch 1 "
-      + ", ".join(f"{n} {core.stat(rates[n])}" for n in ADAPTIVE))
-  return core.Outcome(conditions, measured, figures.finish(fig, ctx, 18, TITLE, conditions),
+  measured = (f"final training loss at the best lr {core.stats(final)}; effective-rate ratio "
+              f"end/epoch 1 {core.stats(rates)}")
+  return core.Outcome(conditions, measured, figures.finish(fig, ctx, conditions),
                       {"best_lr": {n: float(v) for n, v in best.items()},
                        "final_loss": {n: v.tolist() for n, v in final.items()},
                        "rate_ratio": {n: v.tolist() for n, v in rates.items()}})

@@ -76,11 +76,10 @@ def run(ctx: core.Context) -> core.Outcome:
   ax.set(xscale="log", yscale="log", xlabel="learning rate (same for every rule)",
          ylabel="updates to escape (|y| >= 1)", title="geometric mean over the seeds")
   ax.legend(fontsize=8)
-  measured = "; ".join(f"lr {lr:g}: " + ", ".join(f"{n} {core.stat(steps[n][:, j])}"
-                                                   for n in RULES)
+  measured = "; ".join(f"lr {lr:g}: " + core.stats((n, steps[n][:, j]) for n in RULES)
                        for j, lr in enumerate(LRS))
   return core.Outcome(conditions, "steps to escape " + measured,
-                      figures.finish(fig, ctx, 17, TITLE, conditions),
+                      figures.finish(fig, ctx, conditions),
                       {"lrs": list(LRS), "steps": {n: v.tolist() for n, v in steps.items()},
                        "eps": eps.tolist()})
 

@@ -78,9 +78,8 @@ def run(ctx: core.Context) -> core.Outcome:
          ylabel="training loss - best loss", title="softmax regression on digits, full batch "
          "(seed 0)")
   ax.legend(fontsize=8)
-  measured = ("evaluations to within 0.1% of the best loss: " + ", ".join(
-      f"{m} {core.stat(evals[m])}" for m in methods))
-  return core.Outcome(conditions, measured, figures.finish(fig, ctx, 21, TITLE, conditions),
+  measured = f"evaluations to within 0.1% of the best loss: {core.stats(evals)}"
+  return core.Outcome(conditions, measured, figures.finish(fig, ctx, conditions),
                       {"evaluations": {m: v.tolist() for m, v in evals.items()},
                        "steps": [{m: t[m]["steps"] for m in methods} for t in traces]})
 

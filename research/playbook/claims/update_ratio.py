@@ -101,7 +101,7 @@ def run(ctx: core.Context) -> core.Outcome:
   notes += [f"{leaf} alone: " + ", ".join(
       f"lr {lr:.0e}: {core.stat([per_leaf[(k, j)][leaf] for k in range(s.seeds)])}"
       for j, lr in enumerate(lrs)) for leaf in leaves]
-  return core.Outcome(conditions, measured, figures.finish(fig, ctx, 10, TITLE, conditions),
+  return core.Outcome(conditions, measured, figures.finish(fig, ctx, conditions),
                       {"lrs": lrs.tolist(), "ratios": ratios.tolist(),
                        "best_val": best_val.tolist(),
                        "per_leaf": {f"{k}/{j}": v for (k, j), v in per_leaf.items()}}, notes)
