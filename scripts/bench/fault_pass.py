@@ -41,13 +41,14 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the kill times.")
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "train.py")
 
 
-def _command(workdir: str, epochs: int) -> list[str]:
+def _command(workdir: str, epochs: int, keep_latest: int = 1) -> list[str]:
   return [sys.executable, SCRIPT, f"--workdir={workdir}", f"--config.train.num_epochs={epochs}",
-          "--config.checkpoint.keep_latest=1", "--config.checkpoint.keep_best=1"]
+          f"--config.checkpoint.keep_latest={keep_latest}", "--config.checkpoint.keep_best=1"]
 
 
-def _run(workdir: str, epochs: int, kill_after: float | None = None) -> subprocess.CompletedProcess:
-  proc = subprocess.Popen(_command(workdir, epochs), stdout=subprocess.PIPE,
+def _run(workdir: str, epochs: int, kill_after: float | None = None,
+         keep_latest: int = 1) -> subprocess.CompletedProcess:
+  proc = subprocess.Popen(_command(workdir, epochs, keep_latest), stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
   if kill_after is not None:
     try:
@@ -187,18 +188,27 @@ def main() -> int:
              "; ".join(problems)), flush=True)
   print(f"\nkills: {identical} of {_KILLS.value} resumed runs bit-identical with records once and "
         "only the latest and best checkpoints kept")
+  # The damage table twice for the checkpoint damages: on the reference (its latest checkpoint is
+  # its only one when the last epoch is also the best) and on a run keeping the two latest, where
+  # the older intact one must be fallen back to.
+  two = os.path.join(root, "reference_two_kept")
+  assert _run(two, _EPOCHS.value, keep_latest=2).returncode == 0
+  cases = [(name, damage, reference, 1) for name, damage in _damages(root).items()]
+  cases += [(name + " (2 kept)", damage, two, 2) for name, damage in _damages(root).items()
+            if "checkpoint" in name and "tmp" not in name]
   outcomes = {"resumed": 0, "one-line error": 0, "FAILED": 0}
-  for name, damage in _damages(root).items():
+  for name, damage, base, keep_latest in cases:
     workdir = os.path.join(root, "damaged_" + "".join(c if c.isalnum() else "_" for c in name))
-    shutil.copytree(reference, workdir)
+    shutil.copytree(base, workdir)
     damage(workdir)
-    result = _run(workdir, _EPOCHS.value + 1)
+    result = _run(workdir, _EPOCHS.value + 1, keep_latest=keep_latest)
     lines = result.stderr.strip().splitlines()
     if result.returncode == 0:
       outcome = "resumed"
-      said = [line for line in result.stdout.splitlines()
-              if "damaged" in line or "torn" in line or "falling back" in line
-              or "figures not written" in line]
+      said = [line.split("] ", 1)[-1] for line in (result.stdout + result.stderr).splitlines()
+              if not line.startswith("workdir:")
+              and any(word in line for word in ("is damaged", "torn", "falling back",
+                                               "figures not written", "not readable"))]
       detail = said[0][:110] if said else "(nothing to say)"
     elif result.returncode == 1 and len(lines) == 1 and "Traceback" not in result.stderr:
       outcome, detail = "one-line error", lines[0][:110]
