@@ -393,3 +393,13 @@ def test_sgd_kernel_equals_the_pure_update_though_training_does_not_use_it():
   tx = optim.sgd(0.1)
   _, text = _compile(_fused_step(tx), "1", params, tx.init(params), grads)
   assert TARGET not in text
+
+
+@needs_kernel
+def test_status_names_the_path_of_the_configured_rule():
+  """The run's start line and summary say the path of ITS rule: sgd and rules without a kernel
+  run pure JAX even where the kernels are built."""
+  assert fused.status("adam") == fused.status() == "fused CPU kernels (libtrainlab_fused.so)"
+  assert fused.status("nesterov_lookahead") == fused.status()
+  assert fused.status("sgd") == "pure JAX (sgd: XLA's single loop measured faster than a kernel)"
+  assert fused.status("lbfgs") == "pure JAX (lbfgs has no fused kernel)"

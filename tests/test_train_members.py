@@ -1,4 +1,6 @@
 """research.train.members: K members in one program equal K single runs, in both epoch modes."""
+import os
+
 import chex
 import jax
 import numpy as np
@@ -76,3 +78,22 @@ def test_members_may_not_differ_in_shapes_or_data():
     members.train_members([a, b])
   with pytest.raises(ValueError, match="train at least one member"):
     members.train_members([])
+
+
+def test_a_member_trained_with_l2_as_weight_decay_is_restored_with_its_own_config(tmp_path):
+  """Members with different loss.l2 train it as weight decay (an extra transform in the shared
+  optimizer state); each member's saved config has its l2, not that state, so restoring its best
+  checkpoint for evaluation (ensembles of top-k runs) reads the model and ignores the rest."""
+  dataset = data.load_dataset(_config().data)
+  configs = [_config(loss__l2=0.0), _config(loss__l2=1e-3)]
+  for config in configs:
+    config.checkpoint.enabled = True
+  workdirs = [str(tmp_path / f"m{k}") for k in range(2)]
+  for workdir in workdirs:
+    os.makedirs(workdir)
+  result = members.train_members(configs, workdirs, dataset=dataset)
+  for k, (config, workdir) in enumerate(zip(configs, workdirs)):
+    restored = train.checkpoints.restore_best(workdir, config=config, dataset=dataset)
+    assert restored["epoch"] == result.best_epoch[k]
+    best = jax.tree.map(lambda leaf, k=k: leaf[k], result.best_variables["params"])
+    chex.assert_trees_all_equal(restored["params"], best)

@@ -171,7 +171,7 @@ def member_summary(config: Any, history: list[dict], best_val_accuracy: float, b
              "best_val_accuracy": float(best_val_accuracy), "best_epoch": int(best_epoch),
              "epochs": len(history), "num_epochs": int(config.train.num_epochs),
              "exported": "raw", "num_devices": 1, "backend": jax.default_backend(),
-             "update_path": optim.fused.status(),
+             "update_path": optim.fused.status(config.optimizer.name),
              "last": history[-1] if history else None,
              "best": next((h for h in history if h["epoch"] == int(best_epoch)), None),
              "config": config.to_dict(),

@@ -246,6 +246,27 @@ class Checkpoints:
         match ``target`` (the config changed the model or optimizer): the message names the
         path and the first mismatching leaves.
     """
+    restored, meta = self._restore_dict(epoch, target, parts=None)
+    return flax.serialization.from_state_dict(target, restored), meta
+
+  def restore_model(self, epoch: int, target: Any) -> tuple[dict, dict]:
+    """``({'params', 'batch_stats', 'averages'}, meta)`` of ``epoch``, shaped like those of
+    ``target``; the rest of the saved state (the optimizer's) is read as saved, whatever its
+    structure. For evaluation: a member trained in a population has the population's optimizer
+    state (e.g. its ``loss.l2`` as weight decay), which its own config does not rebuild.
+
+    Raises:
+      CheckpointError: as :meth:`restore`, for the model's parts.
+    """
+    parts = ("params", "batch_stats", "averages")
+    restored, meta = self._restore_dict(epoch, target, parts=parts)
+    return {part: flax.serialization.from_state_dict(getattr(target, part), restored[part])
+            for part in parts}, meta
+
+  def _restore_dict(self, epoch: int, target: Any, parts: tuple[str, ...] | None
+                    ) -> tuple[dict, dict]:
+    """The saved state as a state dict; ``parts`` (top-level keys) must match ``target``, the
+    other keys are read with the saved structure (all of them must match when None)."""
     path = self._step_path(epoch)
     damage = distributed.decide(self.verify, epoch)
     if damage:
@@ -254,7 +275,7 @@ class Checkpoints:
     target_dict = flax.serialization.to_state_dict(jax.device_get(target))
     try:
       metadata = self._manager.item_metadata(int(epoch))["state"]
-      saved_tree = getattr(metadata, "tree", metadata)
+      saved_tree = dict(getattr(metadata, "tree", metadata))
       saved = {k: tuple(getattr(v, "shape", np.shape(v))) for k, v in
                ((jax.tree_util.keystr(p), leaf) for p, leaf in
                 jax.tree_util.tree_flatten_with_path(saved_tree)[0])}
@@ -262,6 +283,14 @@ class Checkpoints:
       raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e}); delete "
                             f"it to fall back to {self._others(epoch)}.") from None
     expected = _shapes(target_dict)
+    if parts is not None:
+      # Only the model's parts must match; the others are restored as saved.
+      prefixes = tuple(f"[{part!r}]" for part in parts)
+      saved = {k: v for k, v in saved.items() if k.startswith(prefixes)}
+      expected = {k: v for k, v in expected.items() if k.startswith(prefixes)}
+      target_dict = {key: (target_dict[key] if key in parts else jax.tree.map(
+          lambda leaf: np.zeros(leaf.shape, leaf.dtype), saved_tree[key]))
+                     for key in saved_tree}
     if saved != expected:
       raise CheckpointError(
           f"checkpoint {path} does not match this config (model, optimizer or averaging "
@@ -273,8 +302,7 @@ class Checkpoints:
     except Exception as e:  # noqa: BLE001
       raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e}); delete "
                             f"it to fall back to {self._others(epoch)}.") from None
-    state = flax.serialization.from_state_dict(target, restored["state"])
-    return state, dict(restored["meta"])
+    return restored["state"], dict(restored["meta"])
 
   def restore_latest_good(self, target: Any) -> tuple[int, Any, dict] | None:
     """``(epoch, state, meta)`` of the newest intact checkpoint, or None when there is none.
@@ -346,12 +374,12 @@ def restore_best(workdir: str, *, config: Any, dataset=None) -> dict:
     if epoch is None:
       raise CheckpointError(f"{checkpoints.directory} holds no intact checkpoint.")
     experiment = build_experiment(config, dataset)
-    state, meta = checkpoints.restore(epoch, init_state(experiment))
+    model, meta = checkpoints.restore_model(epoch, init_state(experiment))
   finally:
     checkpoints.close()
   export = config.averaging.get("export", "raw")
-  params = averaging.select_params(state.params, state.averages, export)
-  batch_stats = state.batch_stats
+  params = averaging.select_params(model["params"], model["averages"], export)
+  batch_stats = model["batch_stats"]
   if export != "raw" and jax.tree.leaves(batch_stats):
     batch_stats = averaging.recompute_batch_stats(experiment.model, params, batch_stats,
                                                   experiment.dataset.x_train)

@@ -126,7 +126,8 @@ def start_run(config: Any, workdir: str, dataset: data_lib.Dataset | None = None
   if started is not None:
     phases.add("import", now - started)
   validate_config(config)
-  update_path = optim.fused.status()   # and a bad TRAINLAB_FUSED is refused before anything runs
+  # (and a bad TRAINLAB_FUSED is refused before anything runs)
+  update_path = optim.fused.status(config.optimizer.name)
   main = distributed.is_main()
   if not main:   # one voice: process 0 says what the run does
     log = lambda _: None
@@ -392,7 +393,7 @@ def finish(run: Run, status: str) -> dict:
              "best_epoch": run.loop["best_epoch"], "epochs": len(history),
              "num_epochs": int(run.config.train.num_epochs), "exported": run.export,
              "num_devices": run.parallel.num_devices, "backend": jax.default_backend(),
-             "update_path": optim.fused.status(),
+             "update_path": optim.fused.status(run.config.optimizer.name),
              "last": history[-1] if history else None,
              "best": next((h for h in history if h["epoch"] == run.loop["best_epoch"]), None),
              "config": run.config.to_dict()}

@@ -140,14 +140,24 @@ def available() -> bool:
   return _unavailable_reason() is None
 
 
-def status() -> str:
-  """Which path the update rules take, for the run's start-up line and summary: ``"fused CPU
-  kernels (libtrainlab_fused.so)"`` or ``"pure JAX (<why>)"``.
+#: ``config.optimizer.name`` -> the kernel its update runs in (sgd's stays pure JAX, see RULES)
+OPTIMIZER_KERNELS = {"momentum": "momentum", "nesterov": "nesterov",
+                     "nesterov_lookahead": "momentum", "adagrad": "adagrad",
+                     "rmsprop": "rmsprop", "adam": "adam"}
+
+
+def status(optimizer: str | None = None) -> str:
+  """Which path the update rules take (of ``optimizer``, a ``config.optimizer.name``, when given),
+  for the run's start-up line and summary: ``"fused CPU kernels (libtrainlab_fused.so)"`` or
+  ``"pure JAX (<why>)"``.
 
   Raises:
     ValueError: ``TRAINLAB_FUSED`` is none of 1, 0, delta.
   """
   reason = _unavailable_reason()
+  if reason is None and optimizer is not None and optimizer not in OPTIMIZER_KERNELS:
+    reason = (f"{optimizer}: XLA's single loop measured faster than a kernel" if optimizer == "sgd"
+              else f"{optimizer} has no fused kernel")
   if reason is not None:
     return f"pure JAX ({reason})"
   also = "; in tx.update too, TRAINLAB_FUSED=delta" if mode() == "delta" else ""
