@@ -87,3 +87,12 @@ def test_members_equal_separate_runs_and_relaunches_skip_or_resume(tmp_path):
   header, rows = compare.table_rows(table)
   assert [row[0] for row in rows] == ["0.01", "50"]
   assert rows[1][1:7] == ["-", "-", "-", "0/2", rows[1][5], "diverged"]
+
+  # A member's workdir is not resumed as a separate run (its checkpoint holds the population's
+  # optimizer state): one clear error naming the way to continue it.
+  from research import train
+  from research.train import resume
+  member = variants[0]
+  with pytest.raises(resume.ResumeError, match="trained as one member of a population"):
+    train.train_and_evaluate(member.config, os.path.join(stacked, member.name),
+                             log=lambda _: None)

@@ -33,7 +33,7 @@ from research.ablate.grid import Variant
 from research.ablate.plan import MEMBERS, Unit
 
 ABLATION_FILE = "ablation.json"
-MEMBERS_FILE = "members.json"
+MEMBERS_FILE = "members.json"  # research.train.resume.MEMBER_MARK
 SUMMARY_FILE = "summary.json"
 #: Statuses that mean "nothing more to train" (module docstring).
 FINISHED = ("done", "diverged")

@@ -213,10 +213,12 @@ def format_summary(summary: dict) -> str:
     lines.append(f"distillation, {split}: " + ", ".join(
         f"{key} {100 * agg[key]['mean']:.2f} +- {100 * agg[key]['std']:.2f}"
         for key in ("single", "ensemble", "student", "hard_label_student")))
-    lines.append(f"  gain kept (from mean accuracies): {_ratio(agg['gain_kept_of_means'])} "
-                 f"(vs hard-label student {_ratio(agg['gain_kept_vs_baseline_of_means'])}); per "
-                 f"repeat: {', '.join(_ratio(g) for g in agg['gain_kept_per_repeat'])} "
-                 "(n/a: the ensemble gains nothing over the single model)")
+    cells = [_ratio(agg["gain_kept_of_means"]), _ratio(agg["gain_kept_vs_baseline_of_means"]),
+             *(_ratio(g) for g in agg["gain_kept_per_repeat"])]
+    lines.append(f"  gain kept (from mean accuracies): {cells[0]} (vs hard-label student "
+                 f"{cells[1]}); per repeat: {', '.join(cells[2:])}"
+                 + (" (n/a: the ensemble gains nothing over the single model)"
+                    if "n/a" in cells else ""))
   return "\n".join(lines) + "\n"
 
 

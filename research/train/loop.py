@@ -140,6 +140,7 @@ def start_run(config: Any, workdir: str, dataset: data_lib.Dataset | None = None
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     resume.check_resumable(workdir, config)
+    resume.check_not_a_member(workdir)
     state = init_state(experiment)
   with phases("checkpoint"):
     ckpts = None

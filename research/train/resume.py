@@ -66,6 +66,24 @@ def read_saved_config(workdir: str) -> dict | None:
                       "or move the workdir away to start afresh.") from None
 
 
+#: Marks the workdir of a member of a population (research.ablate writes it): its checkpoint holds
+#: the population's optimizer state, which the member's own config may not rebuild (its loss.l2
+#: trained as weight decay, a weight decay only other members have).
+MEMBER_MARK = "members.json"
+
+
+def check_not_a_member(workdir: str) -> None:
+  """Refuses to resume, as a separate run, a workdir trained as a member of a population.
+
+  Raises:
+    ResumeError: ``workdir`` holds :data:`MEMBER_MARK`.
+  """
+  if os.path.exists(os.path.join(workdir, MEMBER_MARK)):
+    raise ResumeError(
+        f"{workdir} was trained as one member of a population ({MEMBER_MARK}): continue it with "
+        "the command that made it (scripts/ablate.py), or train this config in another --workdir.")
+
+
 def check_resumable(workdir: str, config: Any) -> dict | None:
   """Refuses a workdir that holds a different experiment; returns its saved config (or None).
 
