@@ -52,4 +52,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-  launch.run(main)
+  launch.run(main, independent_copies=True)   # e.g. srun --ntasks=8: eight workers

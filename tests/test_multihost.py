@@ -248,3 +248,37 @@ def test_one_process_agrees_with_itself_and_reads_whole_batches():
     distributed.decide(refuse)
   assert distributed.is_main() and not distributed.initialize()   # nothing to join here
   assert parallel.DataParallel().local_rows(64) == slice(0, 64)
+
+
+@pytest.mark.parametrize("script", ["gradcheck.py", "ablate.py"])
+def test_a_one_process_script_started_as_several_slurm_tasks_refuses_in_one_line(tmp_path,
+                                                                                   script):
+  """N copies of a one-process script would write the same files at once: each says so."""
+  env = {k: v for k, v in os.environ.items()
+         if not k.startswith(("SLURM_", "OMPI_")) and k != "JAX_COORDINATOR_ADDRESS"}
+  env.update(SLURM_JOB_ID="4242", SLURM_STEP_NODELIST="node[001-002]", SLURM_NTASKS="2",
+             SLURM_PROCID="0", SLURM_LOCALID="0", TRAINLAB_COMPILATION_CACHE="off")
+  result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", script)]
+                          + ([f"--workdir={tmp_path / 'w'}"] if script == "ablate.py" else []),
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+  assert result.returncode == 1
+  assert result.stderr == (
+      f"{script}: error: this script runs in one process, but it was started as one of several "
+      "processes of a slurm job; start it as a single task (e.g. srun --ntasks=1); training on "
+      "several processes is scripts/train.py\n")
+  assert os.listdir(tmp_path) == []
+
+
+def test_search_workers_started_as_several_slurm_tasks_each_run(tmp_path):
+  """Workers are meant to run side by side (srun --ntasks=8: eight workers on one store): not
+  refused as a cluster job; this one goes on to its own checks (here: a store that is absent)."""
+  env = {k: v for k, v in os.environ.items()
+         if not k.startswith(("SLURM_", "OMPI_")) and k != "JAX_COORDINATOR_ADDRESS"}
+  env.update(SLURM_JOB_ID="4242", SLURM_STEP_NODELIST="node[001-002]", SLURM_NTASKS="2",
+             SLURM_PROCID="1", SLURM_LOCALID="0", TRAINLAB_COMPILATION_CACHE="off")
+  result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "search_worker.py"),
+                           f"--storage=sqlite:///{tmp_path}/absent.db", "--search=s"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+  assert result.returncode == 1
+  assert result.stderr.startswith(f"search_worker.py: error: storage 'sqlite:///{tmp_path}/"
+                                  "absent.db': the SQLite file")

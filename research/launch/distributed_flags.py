@@ -47,6 +47,14 @@ def requested() -> bool:
       _COORDINATOR.value)
 
 
+def detected_cluster() -> str | None:
+  """The multi-process cluster this process was started in (``slurm``, ``ompi``, a TPU slice),
+  as JAX would detect it; None when there is none (JAX is imported only when the environment
+  hints at one)."""
+  from research.train import distributed
+  return distributed.detected_cluster() if distributed.cluster_hinted() else None
+
+
 def initialize() -> bool:
   """Joins the processes named by the flags or the cluster environment
   (``research.train.distributed.initialize``); returns whether this is a multi-process run.

@@ -93,7 +93,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 
 def run(main: Callable[..., int | None], *, config: Any = None,
-        positional: str | None = None, multiprocess: bool = False) -> None:
+        positional: str | None = None, multiprocess: bool = False,
+        independent_copies: bool = False) -> None:
   """Runs ``main()`` as an absl program with the project's conventions (module docstring).
 
   Args:
@@ -102,7 +103,10 @@ def run(main: Callable[..., int | None], *, config: Any = None,
     positional: the name of the positional arguments the script takes (e.g. ``"workdirs"``):
       ``main`` is then called with their list; None: positional arguments are a user error.
     multiprocess: the script may run on several processes (hosts) as one run; the others
-      refuse it with one line.
+      refuse it with one line, and refuse to start as one of several tasks of a cluster job
+      (SLURM, Open MPI, a TPU slice), where N copies would write the same files at once.
+    independent_copies: several copies are meant to run side by side (search workers claiming
+      trials from one store): started as several tasks of a cluster job, each runs on its own.
   """
 
   def absl_main(argv: Sequence[str]) -> int:
@@ -119,6 +123,11 @@ def run(main: Callable[..., int | None], *, config: Any = None,
     elif distributed_flags.requested():
       fail("this script runs in one process; training on several processes (hosts) is "
            "scripts/train.py")
+    elif not independent_copies and (cluster := distributed_flags.detected_cluster()) is not None:
+      # N copies of a one-process script would write the same files at once.
+      fail(f"this script runs in one process, but it was started as one of several processes of "
+           f"a {cluster} job; start it as a single task (e.g. srun --ntasks=1); training on "
+           "several processes is scripts/train.py")
     signal.signal(signal.SIGTERM, _interrupt)
     enable_compilation_cache()
     try:
