@@ -282,17 +282,22 @@ def make_members_epoch(single_step: Callable, mode: str) -> Callable:
       return states, losses.T, jnp.mean(accuracies, axis=0)
     return jax.jit(scanned, donate_argnums=0)
 
+  # The step index goes in as a number and the batch is gathered inside the jitted step: indexing
+  # a device array from Python (perms[m, i], l2[m]) would be one more dispatch per step.
   if mode == "each":
     @functools.partial(jax.jit, donate_argnums=0)
-    def member_one_step(state, l2, rate, x, y, idx):
+    def member_one_step(state, l2, rate, x, y, member_perms, i):
+      idx = member_perms[i]
       return single_step(state, l2, rate, x[idx], y[idx])
 
     def each(states, l2, rates, x, y, perms):
       members, losses, accuracies = [], [], []
       for m in range(perms.shape[0]):
         state, member_losses, member_accuracies = unstack(states, m), [], []
+        member_perms, member_l2, member_rate = perms[m], l2[m], rates[m]
         for i in range(perms.shape[1]):
-          state, (loss, accuracy) = member_one_step(state, l2[m], rates[m], x, y, perms[m, i])
+          state, (loss, accuracy) = member_one_step(state, member_l2, member_rate, x, y,
+                                                    member_perms, i)
           member_losses.append(loss)
           member_accuracies.append(accuracy)
         members.append(state)
@@ -302,13 +307,14 @@ def make_members_epoch(single_step: Callable, mode: str) -> Callable:
     return each
 
   @functools.partial(jax.jit, donate_argnums=0)
-  def one_step(states, l2, rates, x, y, idx):
+  def one_step(states, l2, rates, x, y, perms, i):
+    idx = perms[:, i]
     return member_step(states, l2, rates, x[idx], y[idx])
 
   def looped(states, l2, rates, x, y, perms):
     losses, accuracies = [], []
     for i in range(perms.shape[1]):
-      states, (loss, accuracy) = one_step(states, l2, rates, x, y, perms[:, i])
+      states, (loss, accuracy) = one_step(states, l2, rates, x, y, perms, i)
       losses.append(loss)
       accuracies.append(accuracy)
     return states, jnp.stack(losses, axis=1), jnp.mean(jnp.stack(accuracies), axis=0)
