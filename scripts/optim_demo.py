@@ -17,21 +17,12 @@ shows they are the same trajectory).
 """
 import os
 
-from absl import app, flags
-import jax
-import jax.numpy as jnp
+from absl import flags
 import numpy as np
-import optax
 
-from research import optim
-from research.optim import validation
+from research import launch
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-from research.launch import default_config, define_config_file  # noqa: E402
-
-_DEFAULT_CONFIG = default_config("default.py")
-_CONFIG = define_config_file(_DEFAULT_CONFIG, "Experiment config file.")
+_CONFIG = launch.define_config_file(launch.default_config("default.py"), "Experiment config file.")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/optim_demo", "Where the figure is written.")
 _STEPS = flags.DEFINE_integer("steps", 100, "Updates per rule.")
 _RULES = flags.DEFINE_list("rules", ["sgd", "momentum", "nesterov", "nesterov_lookahead",
@@ -39,18 +30,15 @@ _RULES = flags.DEFINE_list("rules", ["sgd", "momentum", "nesterov", "nesterov_lo
 _WITH_CONFIG = flags.DEFINE_bool(
     "with_config", False, "Also run the rule of --config (config.optimizer) as 'config:<name>'.")
 
-START = (-7.0, 2.0)
-
-#: ``name: (rule, learning rate, other hyperparameters)``; the learning rates suit the bowl (its
-#: curvatures are 0.1 and 2: SGD diverges above lr = 1).
+#: name -> (learning rate, other hyperparameters) that suit the bowl
 DEMO_RULES = {
-    "sgd": (optim.sgd, 0.5, {}),
-    "momentum": (optim.momentum, 0.05, {"mu": 0.9}),
-    "nesterov": (optim.nesterov, 0.05, {"mu": 0.9}),
-    "nesterov_lookahead": (optim.nesterov_lookahead, 0.05, {"mu": 0.9}),
-    "adagrad": (optim.adagrad, 1.0, {}),
-    "rmsprop": (optim.rmsprop, 0.05, {}),
-    "adam": (optim.adam, 0.1, {}),
+    "sgd": (0.5, {}),
+    "momentum": (0.05, {"mu": 0.9}),
+    "nesterov": (0.05, {"mu": 0.9}),
+    "nesterov_lookahead": (0.05, {"mu": 0.9}),
+    "adagrad": (1.0, {}),
+    "rmsprop": (0.05, {}),
+    "adam": (0.1, {}),
 }
 
 
@@ -60,28 +48,7 @@ def demo_label(name: str, learning_rate: float, hyperparameters: dict) -> str:
   return f"{name} ({', '.join(settings)})"
 
 
-def bowl(xy: jax.Array) -> jax.Array:
-  """``z = x**2 / 20 + y**2``."""
-  return xy[0] ** 2 / 20 + xy[1] ** 2
-
-
-def run(tx: optax.GradientTransformation, steps: int) -> tuple[np.ndarray, np.ndarray]:
-  """Positions (steps + 1, 2) and losses (steps + 1,) of ``tx`` from ``START``."""
-
-  def step(carry, _):
-    xy, state = carry
-    grads = jax.grad(bowl)(optim.gradient_point(xy, state))
-    deltas, state = tx.update(grads, state, xy)
-    xy = optax.apply_updates(xy, deltas)
-    return (xy, state), xy
-
-  start = jnp.array(START, jnp.float32)
-  _, path = jax.jit(lambda s: jax.lax.scan(step, (s, tx.init(s)), length=steps))(start)
-  path = np.concatenate([np.asarray(start)[None], np.asarray(path)])
-  return path, np.array([float(bowl(p)) for p in path])
-
-
-def plot(paths: dict[str, np.ndarray], losses: dict[str, np.ndarray], path: str) -> None:
+def plot(paths: dict[str, np.ndarray], losses: dict[str, np.ndarray], start, path: str) -> None:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -92,7 +59,7 @@ def plot(paths: dict[str, np.ndarray], losses: dict[str, np.ndarray], path: str)
   for name, positions in paths.items():
     ax_path.plot(positions[:, 0], positions[:, 1], ".-", markersize=3, linewidth=1, label=name)
     ax_loss.semilogy(np.maximum(losses[name], 1e-12), label=name)
-  ax_path.plot(*START, "k*", markersize=12)
+  ax_path.plot(*start, "k*", markersize=12)
   ax_path.set(xlim=(-8, 8), ylim=(-3, 3), xlabel="x", ylabel="y",
               title="trajectories on z = x^2/20 + y^2")
   ax_loss.set(xlabel="step", ylabel="z (log)", title="loss")
@@ -103,34 +70,39 @@ def plot(paths: dict[str, np.ndarray], losses: dict[str, np.ndarray], path: str)
   plt.close(figure)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+def main() -> int:
+  from research import optim
+  from research.optim import validation
+  from research.playbook import engine
+  from research.playbook.claims.bowl import START, bowl
   for name in _RULES.value:
-    validation.check_choice("rule", name, DEMO_RULES)
-  transforms = {}
-  for name in _RULES.value:
-    rule, learning_rate, hyperparameters = DEMO_RULES[name]
-    transforms[demo_label(name, learning_rate, hyperparameters)] = rule(learning_rate,
-                                                                        **hyperparameters)
+    launch.validated(validation.check_choice, "rule", name, DEMO_RULES)
+  workdir = launch.checked_workdir(_WORKDIR.value)
+  # label -> (rule, learning rate); each runs through research.train.make_step (the engine's
+  # update, the Nesterov look-ahead point included) via the playbook's toy-path runner.
+  rules = {demo_label(name, lr, hps): (getattr(optim, name)(lr, **hps), lr)
+           for name, (lr, hps) in ((n, DEMO_RULES[n]) for n in _RULES.value)}
   if _WITH_CONFIG.value:
     opt_cfg = _CONFIG.value.optimizer
-    label = f"config:{opt_cfg.name} (lr {float(opt_cfg.learning_rate):g})"
-    transforms[label] = optim.get_optimizer(opt_cfg, steps_per_epoch=10)
+    tx = launch.validated(optim.get_optimizer, opt_cfg, 10)
+    rules[f"config:{opt_cfg.name} (lr {float(opt_cfg.learning_rate):g})"] = (
+        tx, float(opt_cfg.learning_rate))
 
   paths, losses = {}, {}
   report_at = sorted({0, 10, 25, 50, _STEPS.value} & set(range(_STEPS.value + 1)))
-  width = max(24, max(len(name) for name in transforms) + 2)
+  width = max(24, max(len(name) for name in rules) + 2)
   print(f"{'rule':<{width}}" + "".join(f"{f'step {s}':>12}" for s in report_at))
-  for name, tx in transforms.items():
-    paths[name], losses[name] = run(tx, _STEPS.value)
+  for name, (tx, lr) in rules.items():
+    paths[name] = engine.toy_paths(tx, bowl, START, {"learning_rate": [lr]}, _STEPS.value)[0]
+    losses[name] = np.array([float(bowl(p)) for p in paths[name]])
     print(f"{name:<{width}}" + "".join(f"{losses[name][s]:>12.3e}" for s in report_at))
 
-  os.makedirs(_WORKDIR.value, exist_ok=True)
-  figure_path = os.path.join(_WORKDIR.value, "optim_demo.png")
-  plot(paths, losses, figure_path)
+  os.makedirs(workdir, exist_ok=True)
+  figure_path = os.path.join(workdir, "optim_demo.png")
+  plot(paths, losses, START, figure_path)
   print(f"wrote {figure_path}")
+  return launch.EXIT_OK
 
 
 if __name__ == "__main__":
-  app.run(main)
+  launch.run(main, config=_CONFIG)

@@ -5,14 +5,12 @@ can run inside ``jax.jit``/``jax.vmap`` every ``config.monitor.every_steps`` ste
 ``jax.lax.cond`` on ``step % every_steps == 0``, or in a separate jitted "monitored" step that the
 loop calls every N steps).
 
-How the training loop uses it (the data path)::
+How the training loop uses it (the data path: ``research.train.make_train_step(...,
+monitored=True)``, whose loss captures the sown activations)::
 
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(...)
-    # activations: apply the model with mutable=['intermediates'] (models sow 'act_{i}')
-    logits, mutated = model.apply(variables, x, train=True, mutable=['intermediates', ...])
-    updates, opt_state = tx.update(grads, opt_state, params)
-    ratios = update_ratios(updates, params)          # params BEFORE apply_updates
-    stats = layer_statistics(mutated['intermediates'], grads, activation, bins)
+    update = research.train.apply_update(tx, loss_fn, params, opt_state, need_updates=True)
+    ratios = update_ratios(update.updates, params)   # params BEFORE the update
+    stats = layer_statistics(update.aux['intermediates'], update.grads, activation, bins)
     # host side, after jax.device_get:
     writer.write_update_ratios(epoch, ratios)
     writer.write_layer_statistics(epoch, stats)       # histograms + dead/saturated fractions
