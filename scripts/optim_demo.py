@@ -73,13 +73,13 @@ def plot(paths: dict[str, np.ndarray], losses: dict[str, np.ndarray], start, pat
 def main() -> int:
   from research import optim
   from research.optim import validation
-  from research.playbook import engine
+  from research import train
   from research.playbook.claims.bowl import START, bowl
   for name in _RULES.value:
     launch.validated(validation.check_choice, "rule", name, DEMO_RULES)
   workdir = launch.checked_workdir(_WORKDIR.value)
   # label -> (rule, learning rate); each runs through research.train.make_step (the engine's
-  # update, the Nesterov look-ahead point included) via the playbook's toy-path runner.
+  # update, the Nesterov look-ahead point included): research.train.toy_paths.
   rules = {demo_label(name, lr, hps): (getattr(optim, name)(lr, **hps), lr)
            for name, (lr, hps) in ((n, DEMO_RULES[n]) for n in _RULES.value)}
   if _WITH_CONFIG.value:
@@ -93,7 +93,7 @@ def main() -> int:
   width = max(24, max(len(name) for name in rules) + 2)
   print(f"{'rule':<{width}}" + "".join(f"{f'step {s}':>12}" for s in report_at))
   for name, (tx, lr) in rules.items():
-    paths[name] = engine.toy_paths(tx, bowl, START, {"learning_rate": [lr]}, _STEPS.value)[0]
+    paths[name] = train.toy_paths(tx, bowl, START, {"learning_rate": [lr]}, _STEPS.value)[0]
     losses[name] = np.array([float(bowl(p)) for p in paths[name]])
     print(f"{name:<{width}}" + "".join(f"{losses[name][s]:>12.3e}" for s in report_at))
 

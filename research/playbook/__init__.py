@@ -8,8 +8,7 @@
   experiment (configs + the tools it calls), the rule, the figure.
 * :mod:`~research.playbook.report`   ``run_claims`` and ``CLAIMS.md``.
 * :mod:`~research.playbook.engine`   configs as overrides, the engine's entry points on cached
-  data (``sweep``: variants x seeds as one members program), and the one stopgap the library
-  lacks (``toy_paths``).
+  data (``sweep``: variants x seeds as one members program).
 
 ``python3 scripts/reproduce.py --workdir=DIR`` runs them all; research/playbook/README.md is the
 reference (each claim, its experiment, its rule, how to read its figure).

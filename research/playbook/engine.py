@@ -4,9 +4,7 @@ Every variant of every claim is a config (``configs/default.py`` + overrides, :f
 trained by ``research.train.train_members`` (variants that differ only in
 ``research.train.members.VARYING_PATHS``: :func:`sweep` runs variants x seeds as one program) or
 ``research.train.train_and_evaluate`` (:func:`single`). The data set is loaded once per process
-(:func:`dataset`). One stopgap lives here because the library has no way to do it yet:
-
-* :func:`toy_paths`: a population of one update rule on a 2-D function (the toy surfaces).
+(:func:`dataset`). The toy surfaces run through ``research.train.toy_paths``.
 """
 from __future__ import annotations
 
@@ -15,7 +13,6 @@ import json
 from typing import Any, Mapping, NamedTuple, Sequence
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -176,26 +173,3 @@ def pad(rows: Sequence[Sequence[float]], length: int, value: float = np.nan) -> 
     row = np.asarray(row, np.float64)[:length]
     out[i, :row.size] = row
   return out
-
-
-def toy_paths(tx, loss_fn, start: Any, hyperparams: Mapping[str, Sequence[float]],
-              steps: int) -> np.ndarray:
-  """Positions ``(P, steps + 1, 2)`` of rule ``tx`` on a 2-D function from ``start`` (``(2,)``
-  for every member, or ``(P, 2)``), one member per set of ``hyperparams`` values (``{name: (P,)
-  values}``, written into the optimizer state: ``research.optim.init_population``), each update
-  ``research.train.make_step`` (the engine's update; the Nesterov look-ahead point included)."""
-  from research import optim
-  from research.train import make_step
-  size = len(next(iter(hyperparams.values())))
-  start = jnp.broadcast_to(jnp.asarray(start, jnp.float32), (size, 2))
-  states = optim.init_population(tx, start, {k: jnp.asarray(v, jnp.float32)
-                                             for k, v in hyperparams.items()})
-  step = jax.vmap(make_step(tx, loss_fn, full_batch=False))
-
-  def body(carry, _):
-    params, state = carry
-    params, state, _, _ = step(params, state)
-    return (params, state), params
-
-  _, path = jax.jit(lambda p, s: jax.lax.scan(body, (p, s), length=steps))(start, states)
-  return np.concatenate([np.asarray(start)[:, None], np.swapaxes(np.asarray(path), 0, 1)], axis=1)

@@ -24,6 +24,7 @@ from research.train.losses import cross_entropy, l2_penalty, make_loss_fn
 from research.train.parallel import DataParallel
 from research.train.state import TrainState, create_train_state, epoch_permutation
 from research.train.steps import make_eval_step, make_train_step, make_update_step
+from research.train.toy import toy_paths
 from research.train.update import Update, apply_update, make_step
 
 _LAZY = {
@@ -53,5 +54,6 @@ __all__ = [
     "checkpoints", "create_train_state", "cross_entropy", "epoch_permutation", "evaluate",
     "init_state", "l2_penalty", "make_eval_step", "make_loss_fn", "make_members_eval_step",
     "make_step", "make_train_step", "make_update_step", "predict", "restore_best",
-    "steps_per_epoch", "train_and_evaluate", "train_members", "validate_config",
+    "steps_per_epoch", "toy_paths", "train_and_evaluate", "train_members",
+    "validate_config",
 ]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from research.playbook import core, engine, figures
+from research import train
+from research.playbook import core, figures
 
 TITLE = "The elongated bowl: zig-zag, overshoot, direct"
 SECTION = "Part 3, Parameter updates (first-order methods; per-parameter adaptive rates)"
@@ -61,7 +62,7 @@ def run(ctx: core.Context) -> core.Outcome:
   steps = ctx.settings.steps
   paths, best_lr = {}, {}
   for name in RULES:
-    population = engine.toy_paths(rule(name), bowl, START, {"learning_rate": LRS}, steps)
+    population = train.toy_paths(rule(name), bowl, START, {"learning_rate": LRS}, steps)
     final = np.linalg.norm(population[:, -1], axis=1)
     final = np.where(np.isfinite(final), final, np.inf)
     k = int(np.argmin(final))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from research.playbook import core, engine, figures
+from research import train
+from research.playbook import core, figures
 
 TITLE = "Saddle point: SGD stuck longest"
 SECTION = "Part 3, Parameter updates (the animations: a saddle point)"
@@ -50,7 +51,7 @@ def run(ctx: core.Context) -> core.Outcome:
   lrs = np.tile(LRS, s.seeds)
   steps, paths = {}, {}
   for name in RULES:
-    population = engine.toy_paths(rule(name), saddle, starts, {"learning_rate": lrs}, s.budget)
+    population = train.toy_paths(rule(name), saddle, starts, {"learning_rate": lrs}, s.budget)
     steps[name] = escape_steps(population, s.budget).reshape(s.seeds, len(LRS))
     paths[name] = population[1]   # seed 0, lr 1e-2, for the figure
   conditions = [core.condition(f"lr {lr:g}: log10(steps SGD / steps {name})",
