@@ -11,8 +11,6 @@ when it is not built.
 """
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 
 import chex
@@ -53,20 +51,6 @@ PURE_BY_CHOICE = {"sgd"}
 SHAPES = {"dense": (300, 257), "conv": (3, 3, 8, 16), "bias": (33,), "scale": ()}
 
 
-@contextlib.contextmanager
-def fused_mode(value: str):
-  """``TRAINLAB_FUSED=value`` while a step is traced (the rules read it at trace time)."""
-  saved = os.environ.get(fused.SWITCH)
-  os.environ[fused.SWITCH] = value
-  try:
-    yield
-  finally:
-    if saved is None:
-      del os.environ[fused.SWITCH]
-    else:
-      os.environ[fused.SWITCH] = saved
-
-
 def _tree(rng, dtype=jnp.float32, members=None, shapes=None):
   lead = () if members is None else (members,)
   return {name: jnp.asarray(rng.normal(size=lead + shape), dtype)
@@ -104,7 +88,7 @@ def _pure_step(tx):
 
 def _compile(step, mode, *args, vmapped=False):
   """``step`` jitted (and vmapped) and compiled now, in ``TRAINLAB_FUSED=mode``."""
-  with fused_mode(mode):
+  with fused.forced_mode(mode):
     lowered = jax.jit(jax.vmap(step) if vmapped else step).lower(*args)
     return lowered.compile(), lowered.as_text()
 
@@ -178,7 +162,7 @@ def test_fused_rule_follows_schedules_without_recompiling(name):
     worst, used = _compare_steps(tx, params, state, lambda _: _tree(rng), num_steps=8)
     assert used and worst == 0, (used, worst)
 
-    with fused_mode("1"):
+    with fused.forced_mode("1"):
       step = jax.jit(_fused_step(tx))
       for _ in range(4):
         params, state = step(params, state, _tree(rng))
@@ -248,7 +232,7 @@ def _run_fused(tx, lookahead: bool, kernel: bool = True):
   params = jax.tree.map(jnp.asarray, rule_tests._random_tree(0))
   treedef = jax.tree.structure(params)
   state = tx.init(params)
-  with fused_mode("1"):
+  with fused.forced_mode("1"):
     step = jax.jit(_fused_step(tx))
     grads0 = jax.tree.map(jnp.zeros_like, params)
     assert (TARGET in step.lower(params, state, grads0).as_text()) == kernel
@@ -295,7 +279,7 @@ def test_bfloat16_leaves_fall_back_to_pure_jax(name):
                         "f32": _tree(rng, shapes=shapes)}
   worst, used = _compare_steps(tx, params, tx.init(params), grads_fn, num_steps=4)
   assert worst == 0
-  with fused_mode("1"):
+  with fused.forced_mode("1"):
     assert used == (fused.available() and name not in PURE_BY_CHOICE)
 
   only_bf16 = params["bf16"]

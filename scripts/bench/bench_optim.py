@@ -35,14 +35,13 @@ Usage:
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP (see above)
 
 # pylint: disable=wrong-import-position
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from absl import app, flags
@@ -114,27 +113,13 @@ def make_params(num_values: int, num_leaves: int) -> dict:
   return params
 
 
-@contextlib.contextmanager
-def fused_mode(value: str) -> Iterator[None]:
-  """``TRAINLAB_FUSED=value`` while a step is traced (the rules read it at trace time)."""
-  saved = os.environ.get(fused.SWITCH)
-  os.environ[fused.SWITCH] = value
-  try:
-    yield
-  finally:
-    if saved is None:
-      del os.environ[fused.SWITCH]
-    else:
-      os.environ[fused.SWITCH] = saved
-
-
 class JaxSide:
   """A jitted in-place step ``(params, state, grads) -> (params, state)`` and its buffers."""
 
   def __init__(self, step: Callable, params: Any, state: Any, grads: Any, mode: str):
     self.step = jax.jit(step, donate_argnums=(0, 1))
     self.params, self.state, self.grads = params, state, grads
-    with fused_mode(mode):  # traced and compiled here, in this mode
+    with fused.forced_mode(mode):  # traced and compiled here, in this mode
       self.run(1)
 
   def run(self, steps: int) -> None:

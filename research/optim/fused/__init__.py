@@ -36,12 +36,13 @@ everywhere; ``delta``, the kernels in ``tx.update`` too. ``status()`` says which
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import os
 import pathlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -144,6 +145,21 @@ def available() -> bool:
 OPTIMIZER_KERNELS = {"momentum": "momentum", "nesterov": "nesterov",
                      "nesterov_lookahead": "momentum", "adagrad": "adagrad",
                      "rmsprop": "rmsprop", "adam": "adam"}
+
+
+@contextlib.contextmanager
+def forced_mode(value: str) -> Iterator[None]:
+  """``TRAINLAB_FUSED=value`` inside the block (the rules read it when a step is traced: trace
+  and compile the step inside), the previous setting restored after it."""
+  saved = os.environ.get(SWITCH)
+  os.environ[SWITCH] = value
+  try:
+    yield
+  finally:
+    if saved is None:
+      del os.environ[SWITCH]
+    else:
+      os.environ[SWITCH] = saved
 
 
 def status(optimizer: str | None = None) -> str:
