@@ -18,6 +18,10 @@ ones (a separate run from its latest checkpoint; a members program is rerun whol
 0 every variant finished (a diverged variant is a result, shown by compare), 1 a user mistake
 (bad --grid, a variant's bad config, a workdir holding another experiment; nothing written), 130
 interrupted. Reference: research/ablate/README.md.
+
+On several processes (hosts) as one run (``--coordinator_address``, ``--num_processes``,
+``--process_id``, or a SLURM / TPU slice's environment) every variant trains data parallel over
+all of them, as scripts/train.py does; process 0 writes the files and prints.
 """
 import os
 import signal
@@ -86,7 +90,9 @@ def main() -> int:
     print(f"  {line}", flush=True)
   if _DRY_RUN.value:
     return launch.EXIT_OK
-  launcher.write_ablation(root, {
+  from research.train import distributed
+  distributed.barrier("ablate: every process validated")   # before process 0 writes anything
+  distributed.decide(launcher.write_ablation, root, {
       "config": launch.config_source(), "grid": list(_GRID.value), "seeds": _SEEDS.value,
       "axes": [{"field": a.path, "values": list(a.texts)} for a in axes],
       "vmap": _VMAP.value, "max_members": _MAX_MEMBERS.value,
@@ -112,4 +118,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-  launch.run(main, config=_CONFIG)
+  launch.run(main, config=_CONFIG, multiprocess=True)

@@ -32,4 +32,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-  launch.run(main, config=_CONFIG)
+  launch.run(main, config=_CONFIG, multiprocess=True)

@@ -47,7 +47,8 @@ def main() -> int:
   print(f"{len(names)} claim(s), {mode} mode, into {workdir}", flush=True)
   start = time.perf_counter()
   results = report.run_claims(names, mode, workdir, log=lambda line: print(line, flush=True))
-  path = report.write_claims(workdir, time.perf_counter() - start)
+  from research.train import distributed
+  path = distributed.decide(report.write_claims, workdir, time.perf_counter() - start)
   counts = {v: sum(r.verdict == v for r in results) for v in (*core.VERDICTS, core.ERROR)}
   print(f"{path}: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n)
         + f" in {time.perf_counter() - start:.0f} s", flush=True)
@@ -55,4 +56,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-  launch.run(main)
+  launch.run(main, multiprocess=True)

@@ -19,10 +19,8 @@ each (``XLA_FLAGS=--xla_force_host_platform_device_count=2``):
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 import chex
@@ -31,6 +29,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from research.train import distributed, parallel
+from tests import multiprocess
 from tests.train_helpers import REPO, read_jsonl
 
 EPOCHS = 3
@@ -42,36 +41,17 @@ DEATH = "Terminating process because the JAX distributed service detected fatal 
 HEARTBEAT_S = 5
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
-def _env(devices, cache):
-  return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-              JAX_PLATFORMS="cpu", TRAINLAB_COMPILATION_CACHE=str(cache))
-
-
-def _popen(command, env):
-  # Output to files, not pipes: a process is waited for while the other one writes.
-  outputs = (tempfile.TemporaryFile(), tempfile.TemporaryFile())
-  proc = subprocess.Popen(command, env=env, cwd="/", stdout=outputs[0], stderr=outputs[1])
-  proc.outputs = outputs
-  return proc
-
-
 def _start(workdir, cache, processes, *flags, per_process=None, slurm=False):
   """``processes`` processes of scripts/train.py on 2 devices each (1 process: 4 devices), named
   by the process flags, or (``slurm``) by the environment ``srun`` gives its tasks."""
   command = [sys.executable, os.path.join(REPO, "scripts", "train.py"), f"--workdir={workdir}",
              *SMALL, *flags]
   if processes == 1:
-    return [_popen(command, _env(4, cache))]
-  port = _free_port()
+    return [multiprocess.popen(command, multiprocess.env(4, cache))]
+  port = multiprocess.free_port()
   procs = []
   for p in range(processes):
-    env, named = _env(2, cache), command + (per_process or {}).get(p, [])
+    env, named = multiprocess.env(2, cache), command + (per_process or {}).get(p, [])
     if slurm:   # what srun sets; JAX's own detection reads it (the port: JAX_COORDINATOR_PORT)
       env.update(SLURM_JOB_ID="4242", SLURM_STEP_NODELIST="localhost",
                  SLURM_NTASKS=str(processes), SLURM_PROCID=str(p), SLURM_LOCALID=str(p),
@@ -79,30 +59,12 @@ def _start(workdir, cache, processes, *flags, per_process=None, slurm=False):
     else:
       named += [f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={processes}",
                 f"--process_id={p}"]
-    procs.append(_popen(named, env))
+    procs.append(multiprocess.popen(named, env))
   return procs
 
 
-def _wait(procs, timeout=300):
-  """``[(returncode, stdout, stderr)]``; a process still running after ``timeout`` is killed."""
-  out = []
-  for proc in procs:
-    try:
-      proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-      proc.kill()
-      proc.wait()
-    texts = []
-    for stream in proc.outputs:
-      stream.seek(0)
-      texts.append(stream.read().decode(errors="replace"))
-      stream.close()
-    out.append((proc.returncode, *texts))
-  return out
-
-
 def _train(workdir, cache, processes, *flags, slurm=False):
-  results = _wait(_start(workdir, cache, processes, *flags, slurm=slurm))
+  results = multiprocess.wait(_start(workdir, cache, processes, *flags, slurm=slurm))
   for code, stdout, stderr in results:
     assert code == 0, stdout[-2000:] + stderr[-3000:]
   return results
@@ -162,7 +124,7 @@ def test_two_processes_train_what_one_process_trains(runs):
 
 def test_both_processes_killed_then_restarted_end_as_uninterrupted(runs, tmp_path, cache):
   workdir = tmp_path / "killed"
-  crashed = _wait(_start(workdir, cache, 2, f"--config.train.num_epochs={EPOCHS}",
+  crashed = multiprocess.wait(_start(workdir, cache, 2, f"--config.train.num_epochs={EPOCHS}",
                          "--kill_after_epoch=1"))
   # Process 0 killed itself after epoch 1's checkpoint; process 1 too (or, a moment before its
   # own kill, JAX's runtime stopped it for the dead peer).
@@ -192,7 +154,7 @@ def test_a_process_that_dies_alone_stops_the_other_within_the_heartbeat(tmp_path
   except subprocess.TimeoutExpired:
     pass
   waited = time.perf_counter() - died
-  (code, stdout, stderr), = _wait([procs[survivor]], timeout=1)
+  (code, stdout, stderr), = multiprocess.wait([procs[survivor]], timeout=1)
   assert procs[dies].returncode == -signal.SIGKILL
   assert code == -signal.SIGABRT, f"not stopped {waited:.0f}s after: {stderr[-2000:]}"
   assert DEATH in stderr and "epoch 50/50" not in stdout
@@ -250,7 +212,7 @@ def test_one_process_agrees_with_itself_and_reads_whole_batches():
   assert parallel.DataParallel().local_rows(64) == slice(0, 64)
 
 
-@pytest.mark.parametrize("script", ["gradcheck.py", "ablate.py"])
+@pytest.mark.parametrize("script", ["optim_demo.py", "search.py"])
 def test_a_one_process_script_started_as_several_slurm_tasks_refuses_in_one_line(tmp_path,
                                                                                    script):
   """N copies of a one-process script would write the same files at once: each says so."""
@@ -259,13 +221,14 @@ def test_a_one_process_script_started_as_several_slurm_tasks_refuses_in_one_line
   env.update(SLURM_JOB_ID="4242", SLURM_STEP_NODELIST="node[001-002]", SLURM_NTASKS="2",
              SLURM_PROCID="0", SLURM_LOCALID="0", TRAINLAB_COMPILATION_CACHE="off")
   result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", script)]
-                          + ([f"--workdir={tmp_path / 'w'}"] if script == "ablate.py" else []),
+                          + ([f"--workdir={tmp_path / 'w'}"] if script == "search.py" else []),
                           capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
   assert result.returncode == 1
   assert result.stderr == (
       f"{script}: error: this script runs in one process, but it was started as one of several "
-      "processes of a slurm job; start it as a single task (e.g. srun --ntasks=1); training on "
-      "several processes is scripts/train.py\n")
+      "processes of a slurm job; start it as a single task (e.g. srun --ntasks=1); the scripts "
+      "that train (train, ablate, ensemble, sanity, gradcheck, second_order, reproduce) run on "
+      "several processes (hosts)\n")
   assert os.listdir(tmp_path) == []
 
 

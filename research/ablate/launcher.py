@@ -19,6 +19,12 @@ which program it shared, and its ``wall_time_s`` is that program's plus its own 
 verdict), ``verdict.txt`` (from the epoch records: the members trainer keeps no batch losses or
 update ratios) and the figures when ``config.monitor.figures``.
 ``members.json`` marks a member's workdir: a separate run never tries to resume from it.
+
+On several processes (one ``jax.distributed`` run, e.g. ``srun --ntasks=4 scripts/ablate.py``)
+every unit trains on all of them, data parallel (``train_and_evaluate``, ``train_members``); the
+files of the ablation are process 0's: it alone looks at what is finished, clears and prepares
+workdirs and writes summaries, verdicts and figures, and hands its decisions to the others
+(``research.train.distributed.decide``), which wait for it.
 """
 from __future__ import annotations
 
@@ -136,9 +142,13 @@ def run_single(root: str, variant: Variant, dataset, on_epoch_end: Callable[[], 
                log: Callable[[str], None]) -> str:
   """``train_and_evaluate`` in the variant's workdir (resumed from its checkpoints); its status."""
   from research import train
+  from research.train import distributed
   workdir = variant_workdir(root, variant)
-  if os.path.exists(os.path.join(workdir, MEMBERS_FILE)):
-    clear_run(workdir)  # the unfinished records of a members program cannot be resumed alone
+
+  def clear_members_try():
+    if os.path.exists(os.path.join(workdir, MEMBERS_FILE)):
+      clear_run(workdir)  # the unfinished records of a members program cannot be resumed alone
+  distributed.decide(clear_members_try)
   hook = None
   if on_epoch_end is not None:
     def hook(epoch, record):
@@ -230,10 +240,11 @@ def run_members(root: str, variants: Sequence[Variant], dataset,
   import numpy as np
 
   from research import train
+  from research.train import distributed
   start = time.perf_counter()
   configs = [v.config for v in variants]
   workdirs = [variant_workdir(root, v) for v in variants]
-  _prepare_member_workdirs(variants, workdirs)
+  distributed.decide(_prepare_member_workdirs, variants, workdirs)
   hook = None
   if on_epoch_end is not None:
     def hook(epoch, records):
@@ -254,21 +265,24 @@ def run_members(root: str, variants: Sequence[Variant], dataset,
                         experiment.dataset.y_test, int(configs[0].train.eval_batch_size))
   final_params = jax.device_get(result.state.params)
   shared["test"] = time.perf_counter() - start
-  statuses = []
-  for m, (variant, workdir) in enumerate(zip(variants, workdirs)):
-    history = result.history[m]
-    member_test = ({"loss": float(test["loss"][m]), "accuracy": float(test["accuracy"][m])}
-                   if history else None)
-    summary = member_summary(variant.config, history, result.best_val_accuracy[m],
-                             result.best_epoch[m], result.errors[m], member_test,
-                             len(variants), m)
-    kernel = _first_kernel(jax.tree.map(lambda leaf, m=m: np.asarray(leaf[m]), final_params))
-    _finish_member(workdir, summary, history, kernel, experiment.dataset.image_shape, shared,
-                   log)
-    statuses.append(summary["status"])
-    log(f"  {variant.name}: {summary['status']}, best val accuracy "
-        f"{summary['best_val_accuracy']:.4f} (epoch {summary['best_epoch']})")
-  return statuses
+
+  def finish_members() -> list[str]:   # process 0's files; the others wait for its statuses
+    statuses = []
+    for m, (variant, workdir) in enumerate(zip(variants, workdirs)):
+      history = result.history[m]
+      member_test = ({"loss": float(test["loss"][m]), "accuracy": float(test["accuracy"][m])}
+                     if history else None)
+      summary = member_summary(variant.config, history, result.best_val_accuracy[m],
+                               result.best_epoch[m], result.errors[m], member_test,
+                               len(variants), m)
+      kernel = _first_kernel(jax.tree.map(lambda leaf, m=m: np.asarray(leaf[m]), final_params))
+      _finish_member(workdir, summary, history, kernel, experiment.dataset.image_shape, shared,
+                     log)
+      statuses.append(summary["status"])
+      log(f"  {variant.name}: {summary['status']}, best val accuracy "
+          f"{summary['best_val_accuracy']:.4f} (epoch {summary['best_epoch']})")
+    return statuses
+  return distributed.decide(finish_members)
 
 
 def _write_lines(path: str, lines: Sequence[str]) -> None:
@@ -295,11 +309,13 @@ def run_ablation(root: str, units: Sequence[Unit], *, log: Callable[[str], None]
   Raises:
     research.train.CheckpointError: a separate run's checkpoint that does not match.
   """
+  from research.train import distributed
   cache = DataCache() if cache is None else cache
   outcomes: list[Outcome] = []
   for i, unit in enumerate(units, 1):
     workdirs = [variant_workdir(root, v) for v in unit.variants]
-    done = [finished_status(w, v.config) for v, w in zip(unit.variants, workdirs)]
+    done = distributed.decide(lambda unit=unit, workdirs=workdirs: [
+        finished_status(w, v.config) for v, w in zip(unit.variants, workdirs)])
     what = (f"{len(unit.variants)} vmapped members of one program" if unit.kind == MEMBERS
             else f"separate run {unit.variants[0].name}")
     if all(done):

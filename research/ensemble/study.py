@@ -21,6 +21,11 @@ Outputs in the workdir: ``ensemble.json`` (everything), ``ensemble.txt`` (the ta
 ``figures/ensemble_accuracy_vs_k.png``, ``snapshots/``; with ``config.ensemble.repeats > 1`` one
 ``rep_<r>/`` per repeat and the mean +- std over repeats in ``summary.txt``, ``summary.json`` and
 ``figures/ensemble_accuracy_vs_k_mean.png``.
+
+On several processes (one ``jax.distributed`` run) the members train data parallel over all of
+them (``train_members``; orbax saves the snapshots and checkpoints from every process); the
+evaluations and the distilled student, small, are computed by every process alike (same inputs,
+same results); process 0 alone writes the tables, JSON and figures.
 """
 from __future__ import annotations
 
@@ -31,9 +36,10 @@ from typing import Any, Callable
 import numpy as np
 
 from research.ensemble import report, seeds as seeds_lib, snapshots, workdirs
-from research.launch.config_tree import parse_choices
 from research.ensemble.combine import member_metrics
 from research.ensemble.members import member_logits
+from research.launch.config_tree import parse_choices
+from research.train import distributed
 
 KINDS = ("seeds", "checkpoints", "averages", "topk")
 SEED_MEMBERS = ("best", "final", "ema", "polyak")
@@ -133,14 +139,19 @@ def mini_search(config: Any, workdir: str, num_runs: int, num_epochs: int, log: 
       continue
     by_width.setdefault(width, []).append((path, cfg))
   for width, runs in sorted(by_width.items()):
+    distributed.decide(_write_configs, runs)   # process 0's files; the others wait for them
     for path, cfg in runs:
-      os.makedirs(path, exist_ok=True)
-      with open(os.path.join(path, "config.json"), "w") as f:
-        f.write(cfg.to_json())
       log(f"top-k search {os.path.basename(path)}: lr={cfg.optimizer.learning_rate:.2e} "
           f"l2={cfg.loss.l2:.1e} width={width}")
     train_members([cfg for _, cfg in runs], [path for path, _ in runs])
   return paths
+
+
+def _write_configs(runs: list[tuple[str, Any]]) -> None:
+  for path, cfg in runs:
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "config.json"), "w") as f:
+      f.write(cfg.to_json())
 
 
 def run_study(config: Any, workdir: str, log: Log = print) -> dict:
@@ -221,13 +232,20 @@ def run_study(config: Any, workdir: str, log: Log = print) -> dict:
 
 def _write(workdir: str, name: str, record: dict, text: str, log: Log,
            figure: Callable[[str], str], figure_name: str) -> None:
-  """``<name>.txt`` (the tables, also logged), ``<name>.json`` and ``figures/<figure_name>``."""
+  """``<name>.txt`` (the tables, also logged), ``<name>.json`` and ``figures/<figure_name>``,
+  written by process 0 alone (the others wait for it) in a run of several processes."""
   log(text)
+  distributed.decide(_write_files, workdir, name, record, text, figure, figure_name)
+  log(f"wrote {os.path.join(workdir, name + '.json')} and "
+      f"{os.path.join(workdir, 'figures', figure_name)}")
+
+
+def _write_files(workdir: str, name: str, record: dict, text: str,
+                 figure: Callable[[str], str], figure_name: str) -> None:
   with open(os.path.join(workdir, f"{name}.txt"), "w") as f:
     f.write(text)
   report.write_json(record, os.path.join(workdir, f"{name}.json"))
-  path = figure(os.path.join(workdir, "figures", figure_name))
-  log(f"wrote {os.path.join(workdir, name + '.json')} and {path}")
+  figure(os.path.join(workdir, "figures", figure_name))
 
 
 def _fmt(value: float, digits: int = 2) -> str:

@@ -9,7 +9,7 @@
 * ``--print_config`` prints the resolved config and exits;
 * several processes (hosts) join as one run before ``main`` (``--coordinator_address``,
   ``--num_processes``, ``--process_id``, or the cluster's environment: TPU pod slice, SLURM
-  ``srun``, Open MPI; see :mod:`research.launch.distributed_flags`);
+  ``srun``, Open MPI; see :mod:`research.launch.distributed_flags`); process 0 alone prints;
 * JAX's persistent compilation cache is on (``$TRAINLAB_COMPILATION_CACHE``, default
   ``~/.cache/trainlab/jax``; ``off`` disables it): a second run of a config compiles nothing;
 * ``main`` validates everything first (:func:`validated`) and raises :class:`UserError` (or lets a
@@ -72,10 +72,23 @@ def checked_workdir(path: str | None, flag: str = "--workdir") -> str:
   return path
 
 
+#: Said to a one-process script started as several processes.
+MULTIPROCESS_SCRIPTS = ("the scripts that train (train, ablate, ensemble, sanity, gradcheck, "
+                        "second_order, reproduce) run on several processes (hosts)")
+
+
 def _interrupt(signum, frame):
   # A scheduler's SIGTERM runs the same cleanup as Ctrl-C (finally blocks, stopping workers).
   del signum, frame
   raise KeyboardInterrupt
+
+
+def _one_voice() -> None:
+  """In a run of several processes, process 0 alone prints (the others compute the same run):
+  their standard output goes nowhere; their errors still reach standard error."""
+  import jax
+  if jax.process_index() != 0:
+    sys.stdout = open(os.devnull, "w")   # for the rest of the process
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -119,15 +132,15 @@ def run(main: Callable[..., int | None], *, config: Any = None,
       return 0
     # Before any JAX computation and before our SIGTERM handler.
     if multiprocess:
-      distributed_flags.initialize()
+      if distributed_flags.initialize():
+        _one_voice()
     elif distributed_flags.requested():
-      fail("this script runs in one process; training on several processes (hosts) is "
-           "scripts/train.py")
+      fail(f"this script runs in one process; {MULTIPROCESS_SCRIPTS}")
     elif not independent_copies and (cluster := distributed_flags.detected_cluster()) is not None:
       # N copies of a one-process script would write the same files at once.
       fail(f"this script runs in one process, but it was started as one of several processes of "
-           f"a {cluster} job; start it as a single task (e.g. srun --ntasks=1); training on "
-           "several processes is scripts/train.py")
+           f"a {cluster} job; start it as a single task (e.g. srun --ntasks=1); "
+           f"{MULTIPROCESS_SCRIPTS}")
     signal.signal(signal.SIGTERM, _interrupt)
     enable_compilation_cache()
     try:

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from research.playbook import core
+from research.train import distributed
 
 VERDICT_COLORS = {core.REPRODUCED: "tab:green", core.NOT_REPRODUCED: "tab:red",
                   core.INCONCLUSIVE: "tab:gray"}
@@ -66,8 +67,9 @@ def finish(fig, context: core.Context, conditions: Sequence) -> str:
                        int(fig.get_size_inches()[0] * 10))
   fig.suptitle(text, color=VERDICT_COLORS[verdict], fontsize=12, fontweight="bold")
   fig.tight_layout(rect=(0, 0, 1, 0.95 - 0.03 * text.count("\n")))
-  os.makedirs(os.path.dirname(context.figure), exist_ok=True)
-  fig.savefig(context.figure, dpi=DPI)
+  if distributed.is_main():   # several processes drew the same figure: process 0 saves it
+    os.makedirs(os.path.dirname(context.figure), exist_ok=True)
+    fig.savefig(context.figure, dpi=DPI)
   plt.close(fig)
   return context.figure
 

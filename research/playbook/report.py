@@ -23,6 +23,7 @@ import traceback
 from typing import Callable, Sequence
 
 from research.playbook import core, registry
+from research.train import distributed
 
 CLAIMS_FILE = "CLAIMS.md"
 RESULTS_DIR = "results"
@@ -195,8 +196,10 @@ def run_claims(names: Sequence[str], mode: str, workdir: str,
   for claim in claims:
     log(f"[{claim.number:2d}/{len(registry.NAMES)}] {claim.name}: {claim.title} ...")
     result = run_claim(claim, mode, workdir, log)
-    save_result(workdir, result)
-    write_claims(workdir, time.perf_counter() - start)
+    # Several processes: each ran the claim (its training data parallel over all of them);
+    # process 0's result is written, by it alone, while the others wait.
+    distributed.decide(save_result, workdir, result)
+    distributed.decide(write_claims, workdir, time.perf_counter() - start)
     detail = result.outcome.measured if result.outcome else (result.error or "").strip()
     log(f"      {result.verdict} in {result.wall_s:.1f} s: {detail.splitlines()[-1]}")
     results.append(result)

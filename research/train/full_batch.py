@@ -33,6 +33,7 @@ import numpy as np
 
 from research import optim
 from research.launch.config_tree import parse_choices
+from research.train import distributed
 from research.train.experiment import build_experiment, init_state
 from research.train.losses import make_loss_fn
 from research.train.update import make_step
@@ -184,15 +185,24 @@ def compare_rules(config: Any, workdir: str, log: Callable[[str], None] | None =
     log(f"  {name:13s} steps {r['steps']:4d}  time {r['time_s'][-1]:6.2f} s  evaluations "
         f"{r['evaluations'][-1]:7.0f}  final loss {r['final_loss']:.6f}  train acc "
         f"{r['train_accuracy']:.4f}  val acc {r['val_accuracy']:.4f}")
-  os.makedirs(workdir, exist_ok=True)
+  report = {"problem": problem, "num_params": int(num_params), "num_train": int(len(x_train)),
+            "dtype": jnp.dtype(dtype).name, "l2": float(config.loss.l2), "cost_weights": COST,
+            "time_budget_s": float(config.second_order.time_budget_s), "methods": results}
+  # Several processes: each ran every method on its own devices (a time budget ends each
+  # method, so their step counts may differ; nothing crosses processes); process 0's results
+  # are the report, written by it alone.
   title = f"{data.name}, {problem}, full batch ({len(x_train)} examples)"
+  distributed.decide(_write_report, workdir, report, title)
+  return report
+
+
+def _write_report(workdir: str, report: dict[str, Any], title: str) -> None:
+  """``loss_vs_time.png``, ``loss_vs_evaluations.png`` and ``second_order.json``."""
+  results = report["methods"]
+  os.makedirs(workdir, exist_ok=True)
   _plot(results, "time_s", "wall time of the updates (s, compilation excluded)", title,
         os.path.join(workdir, "loss_vs_time.png"))
   _plot(results, "evaluations", "gradient-equivalent evaluations (f+g = 1, f = 1, Hv = 2)",
         title, os.path.join(workdir, "loss_vs_evaluations.png"))
-  report = {"problem": problem, "num_params": int(num_params), "num_train": int(len(x_train)),
-            "dtype": jnp.dtype(dtype).name, "l2": float(config.loss.l2), "cost_weights": COST,
-            "time_budget_s": float(config.second_order.time_budget_s), "methods": results}
   with open(os.path.join(workdir, "second_order.json"), "w") as f:
     json.dump(report, f, indent=1)
-  return report

@@ -264,6 +264,7 @@ def train_epoch(run: Run, epoch: int) -> tuple[np.ndarray, float]:
     # reshaping them here would be two more dispatches per step.
     losses.append(metrics["loss"])
     accuracies.append(metrics["accuracy"])
+    run.parallel.throttle(i, taken, metrics["loss"])
     i += taken
   run.state = state
   losses, accuracies = jax.device_get((losses, accuracies))

@@ -35,6 +35,14 @@ On a machine with several devices the members axis is split over them
 state, the data replicated): each device trains its own members in the same compiled program. The
 results are those of one device up to float reassociation (XLA's kernels for 1 and for 8 members
 add in different orders, as between populations of different sizes on one device).
+
+In a run of several processes (``jax.distributed``, e.g. ``scripts/ablate.py`` on a SLURM job) the
+members train data parallel as a single run does (``research.train.parallel.DataParallel`` over
+every device of every process): the stacked state is replicated, every step's ``(K, B, ...)``
+batches are split along B, each process reads only its rows of them, and ``jax.jit`` inserts the
+gradient all-reduce (:func:`make_data_parallel_epoch`). The returned state and variables are then
+global, replicated arrays (every process holds them whole); process 0 alone writes the records,
+and the checkpoints are saved by every process through orbax.
 """
 from __future__ import annotations
 
@@ -59,7 +67,7 @@ from research.train import distributed
 from research.train.evaluation import evaluate, make_members_eval_step
 from research.train.experiment import Experiment, build_experiment
 from research.train.losses import l2_penalty
-from research.train.parallel import MembersParallel
+from research.train.parallel import DataParallel, MembersParallel
 from research.train.state import TrainState, epoch_permutation, make_init
 from research.train.steps import make_train_step
 
@@ -321,6 +329,32 @@ def make_members_epoch(single_step: Callable, mode: str) -> Callable:
   return looped
 
 
+def make_data_parallel_epoch(single_step: Callable, parallel: DataParallel) -> Callable:
+  """The members' epoch of a multi-process run: ``epoch(states, l2, rates, x, y, perms)`` as
+  :func:`make_members_epoch`'s, with ``x``, ``y`` and ``perms`` on the host.
+
+  Each step's batches ``(K, B, ...)`` are split along B over every device of every process
+  (``P(None, 'data')``); this process reads only its rows of them (``parallel.local_rows``),
+  the state stays replicated, so the step is one program over all processes whose gradient
+  means ``jax.jit`` all-reduces; the same global batches as one process, in the same order.
+  """
+  member_step = jax.jit(jax.vmap(single_step), donate_argnums=0,
+                        out_shardings=parallel.replicated)
+
+  def epoch(states, l2, rates, x, y, perms):
+    rows = parallel.local_rows(perms.shape[2])
+    losses, accuracies = [], []
+    for i in range(perms.shape[1]):
+      idx = perms[:, i, rows]
+      batch_x, batch_y = parallel.shard_batches(x[idx], y[idx])
+      states, (loss, accuracy) = member_step(states, l2, rates, batch_x, batch_y)
+      parallel.throttle(i, 1, loss)
+      losses.append(loss)
+      accuracies.append(accuracy)
+    return states, jnp.stack(losses, axis=1), jnp.mean(jnp.stack(accuracies), axis=0)
+  return epoch
+
+
 def choose_epoch_mode(config: Any, mode: str = "auto") -> str:
   """``'each'`` for convolutional models on CPU, ``'scan'`` otherwise (or ``mode`` when not
   auto)."""
@@ -379,7 +413,9 @@ def train_members(configs: Sequence[ml_collections.ConfigDict],
     epoch_mode: ``'auto'``, ``'scan'``, ``'loop'`` or ``'each'`` (:func:`make_members_epoch`).
     log: optional ``print``-like callable, one line per epoch.
     devices: the devices the members are split over (default: every local device); the most of
-      them that divide ``len(configs)`` evenly are used (one device: nothing is split).
+      them that divide ``len(configs)`` evenly are used (one device: nothing is split). Not read
+      in a multi-process run: the members train data parallel over every device of every
+      process (module docstring).
 
   Raises:
     ValueError: configs that differ elsewhere, or a bad config value.
@@ -395,23 +431,34 @@ def train_members(configs: Sequence[ml_collections.ConfigDict],
   experiment = build_experiment(base, dataset)
   dataset, steps, batch_size = experiment.dataset, experiment.steps_per_epoch, experiment.batch_size
   state = init_members(experiment, configs, the_plan)
-  # Each device trains its own members; the data is on every device (one device: as it was).
-  spread = MembersParallel(k, devices)
-  by_member, shared = ((spread.shard, spread.replicate) if spread.num_devices > 1
-                       else (jnp.asarray, jnp.asarray))
-  if spread.num_devices > 1:
-    state = spread.shard(state)
+  data_parallel = jax.process_count() > 1
+  if data_parallel:   # several processes: one data-parallel program over all their devices
+    parallel = DataParallel()
+    parallel.check_batch_size(batch_size)
+    by_member = shared = parallel.replicate
+    state = parallel.replicate(state)
+  else:   # each device trains its own members; the data is on every device
+    spread = MembersParallel(k, devices)
+    by_member, shared = ((spread.shard, spread.replicate) if spread.num_devices > 1
+                         else (jnp.asarray, jnp.asarray))
+    if spread.num_devices > 1:
+      state = spread.shard(state)
   float_dtype = jnp.result_type(float)  # what a Python-float dropout rate becomes in flax
   rates = by_member(jnp.asarray(the_plan.dropout if the_plan.dropout is not None else np.zeros(k),
                                 float_dtype))
   l2 = by_member(jnp.asarray(the_plan.l2, float_dtype))
   single_step = make_single_member_step(make_train_step(experiment.model, experiment.tx, base),
                                         bool(np.any(the_plan.l2)), the_plan.dropout is not None)
-  epoch_fn = make_members_epoch(single_step, choose_epoch_mode(base, epoch_mode))
+  if data_parallel:
+    epoch_fn = make_data_parallel_epoch(single_step, parallel)
+  else:
+    epoch_fn = make_members_epoch(single_step, choose_epoch_mode(base, epoch_mode))
   eval_step = make_members_eval_step(experiment.model)
   plateau = experiment.plateau
   plateau_states = [plateau.init() for _ in range(k)] if plateau else None
-  x_train, y_train = shared(dataset.x_train), shared(dataset.y_train)
+  # (data parallel: each process gathers its own rows of every batch on the host)
+  x_train, y_train = ((dataset.x_train, dataset.y_train) if data_parallel
+                      else (shared(dataset.x_train), shared(dataset.y_train)))
   n = len(dataset.x_train)
   factor = float(base.train.divergence_factor)
   reference = np.full(k, np.nan)
@@ -426,7 +473,8 @@ def train_members(configs: Sequence[ml_collections.ConfigDict],
   for epoch in range(int(base.train.num_epochs)):
     start = time.perf_counter()
     perms = member_permutations(the_plan.seeds, epoch, n, steps, batch_size)
-    state, losses, accuracies = epoch_fn(state, l2, rates, x_train, y_train, by_member(perms))
+    state, losses, accuracies = epoch_fn(state, l2, rates, x_train, y_train,
+                                         perms if data_parallel else by_member(perms))
     losses = np.asarray(jax.device_get(losses), np.float64)
     accuracies = np.asarray(jax.device_get(accuracies), np.float64)
     learning_rates = np.asarray(jax.vmap(optim.get_learning_rate)(state.opt_state), np.float64)
@@ -476,7 +524,9 @@ def train_members(configs: Sequence[ml_collections.ConfigDict],
           "-" if r is None else f"{r['val_accuracy']:.4f}" for r in records)
           + f" ({elapsed:.1f}s)")
     if on_epoch_end is not None:
-      for m, stop in enumerate(on_epoch_end(epoch, records)):
+      # Process 0's flags on every process: none trains a member the others stopped.
+      flags = distributed.agreed([bool(f) for f in on_epoch_end(epoch, records)])
+      for m, stop in enumerate(flags):
         if stop and records[m] is not None:
           active[m] = False
     if not active.any():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 
+import jax
 import numpy as np
 
 from research.playbook import core, engine, figures
@@ -55,7 +56,9 @@ def batch_losses(workdir: str) -> np.ndarray:
 def run(ctx: core.Context) -> core.Outcome:
   s = ctx.settings
   n_train = len(engine.dataset(engine.config()).x_train)
-  batches = tuple(n_train if b == "full" else b for b in s.batches)
+  # The full batch splits evenly over the devices of a data-parallel run (all of it on one).
+  full = n_train - n_train % jax.device_count()
+  batches = tuple(full if b == "full" else b for b in s.batches)
   curves = np.zeros((s.seeds, len(batches), s.updates))
   for seed in range(s.seeds):
     for j, batch in enumerate(batches):
