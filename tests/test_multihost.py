@@ -221,7 +221,7 @@ def test_a_one_process_script_started_as_several_slurm_tasks_refuses_in_one_line
   env.update(SLURM_JOB_ID="4242", SLURM_STEP_NODELIST="node[001-002]", SLURM_NTASKS="2",
              SLURM_PROCID="0", SLURM_LOCALID="0", TRAINLAB_COMPILATION_CACHE="off")
   result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", script)]
-                          + ([f"--workdir={tmp_path / 'w'}"] if script == "search.py" else []),
+                          + ([f"--search_dir={tmp_path / 's'}"] if script == "search.py" else []),
                           capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
   assert result.returncode == 1
   assert result.stderr == (

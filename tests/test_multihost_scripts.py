@@ -16,8 +16,13 @@ for scripts/train.py):
   examples, 20 examples to overfit: nothing worth splitting): the same report, printed once.
 * second_order: a time budget ends each method, so the processes run every method on their
   own devices (their step counts may differ; nothing crosses processes); process 0 writes.
-* reproduce: claims that train through the engine (``train_members``, ``train_and_evaluate``)
-  and that compute alone: the same verdicts and numbers as one process.
+* reproduce: claims that train through the engine (``train_members``, ``train_and_evaluate``:
+  batch_noise's 157-step epochs, which stalled XLA:CPU's gloo collectives before
+  ``DataParallel.throttle``) and that compute alone: the same verdicts and numbers as one process.
+
+The ablation runs in the test command (it covers the members trainer's data-parallel epoch, a
+separate run and process 0's files); the others take 4 minutes here and are marked ``slow``
+(``python3 -m pytest -m slow tests/test_multihost_scripts.py``).
 """
 import json
 import os
@@ -100,6 +105,8 @@ def test_ablate_on_two_processes_trains_what_one_process_trains(ablations):
     two_summary = json.loads((two_dir / "summary.json").read_text())
     assert two_summary["status"] == one_summary["status"] == "done"
     assert two_summary["best_epoch"] == one_summary["best_epoch"]
+    assert two_summary["num_devices"] == one_summary["num_devices"] * (
+        1 if "trained_as" not in two_summary else 4)   # members: data parallel on 2 processes
     assert two_summary["test_accuracy"] == pytest.approx(one_summary["test_accuracy"], abs=1e-6)
     best = os.path.join("checkpoints", str(one_summary["best_epoch"]), "state")
     restore = ocp.StandardCheckpointer().restore
@@ -117,6 +124,31 @@ def test_a_relaunch_on_two_processes_skips_what_is_finished(ablations, cache):
   assert {name: _epoch_rows(root / "two" / name) for name in before} == before
 
 
+@pytest.mark.slow
+def test_an_ablation_killed_on_both_processes_resumes_to_the_uninterrupted_one(ablations,
+                                                                                tmp_path, cache):
+  """SIGKILL of both processes in the separate run's first epoch (after the members program),
+  then the same command: the members are skipped, the run resumes from its checkpoint, and
+  every record and best checkpoint equals the uninterrupted 2-process ablation's, bit for bit."""
+  root, _, _ = ablations
+  workdir = tmp_path / "killed"
+  killed = multiprocess.run("ablate.py", [f"--workdir={workdir}", *ABLATION,
+                                          "--kill_after_epochs=3"], 2, cache)
+  assert [code for code, _, _ in killed] == [-9, -9], killed[0][2][-2000:]
+  out = _one_voice(_ok(multiprocess.run("ablate.py", [f"--workdir={workdir}", *ABLATION], 2,
+                                        cache)))
+  assert "3 variants: 1 done; finished before: 2 done" in out and "resumed from" in out
+  restore = ocp.StandardCheckpointer().restore
+  for name in os.listdir(root / "two"):
+    if not (root / "two" / name).is_dir():
+      continue
+    assert _epoch_rows(workdir / name) == _epoch_rows(root / "two" / name)   # each row once
+    best = json.loads((root / "two" / name / "summary.json").read_text())["best_epoch"]
+    state = os.path.join("checkpoints", str(best), "state")
+    chex.assert_trees_all_equal(restore(str(workdir / name / state))["params"],
+                                restore(str(root / "two" / name / state))["params"])
+
+
 ENSEMBLE = ["--config=configs/ensemble_digits.py", "--config.data.subset=256",
             "--config.model.hidden_sizes=(32,)", "--config.train.num_epochs=2",
             "--config.averaging.polyak_start_epoch=1",
@@ -124,6 +156,7 @@ ENSEMBLE = ["--config=configs/ensemble_digits.py", "--config.data.subset=256",
             "--config.ensemble.timing_repeats=1", "--config.distill.num_epochs=1"]
 
 
+@pytest.mark.slow
 def test_the_ensemble_study_on_two_processes_equals_one_process(tmp_path, cache):
   args = [a.replace("configs/", os.path.join(multiprocess.REPO, "configs", "")) for a in ENSEMBLE]
   one = _ok(multiprocess.run("ensemble.py", [f"--workdir={tmp_path / 'one'}", *args], 1, cache))
@@ -138,6 +171,7 @@ def test_the_ensemble_study_on_two_processes_equals_one_process(tmp_path, cache)
   assert os.path.exists(tmp_path / "two" / "figures" / "ensemble_accuracy_vs_k.png")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script, args", [
     ("sanity.py", ["--config.sanity.overfit_steps=50"]),
     ("gradcheck.py", ["--config.gradcheck.burn_in_steps=5"]),
@@ -148,6 +182,7 @@ def test_small_checks_on_two_processes_print_one_process_report(script, args, ca
   assert _one_voice(two) == one[0][1] != ""
 
 
+@pytest.mark.slow
 def test_second_order_on_two_processes_writes_one_report(tmp_path, cache):
   two = _ok(multiprocess.run("second_order.py", [
       f"--workdir={tmp_path}", "--config.second_order.methods=lbfgs,newton",
@@ -160,16 +195,17 @@ def test_second_order_on_two_processes_writes_one_report(tmp_path, cache):
                                           "second_order.json"]
 
 
-CLAIMS = ["--tiny", "--claims=initial_loss,overfit,annealing,ensembles"]
+CLAIMS = ["--tiny", "--claims=initial_loss,overfit,batch_noise,ensembles"]
 
 
+@pytest.mark.slow
 def test_claims_on_two_processes_reach_one_process_verdicts(tmp_path, cache):
   one = _ok(multiprocess.run("reproduce.py", [f"--workdir={tmp_path / 'one'}", *CLAIMS], 1,
                              cache))
   two = _ok(multiprocess.run("reproduce.py", [f"--workdir={tmp_path / 'two'}", *CLAIMS], 2,
                              cache))
   assert "CLAIMS.md" in _one_voice(two) and "CLAIMS.md" in one[0][1]
-  for name in ("initial_loss", "overfit", "annealing", "ensembles"):
+  for name in ("initial_loss", "overfit", "batch_noise", "ensembles"):
     a = json.loads((tmp_path / "one" / "results" / f"{name}.json").read_text())
     b = json.loads((tmp_path / "two" / "results" / f"{name}.json").read_text())
     assert b["verdict"] == a["verdict"] and b["error"] is None, name

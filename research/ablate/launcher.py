@@ -180,7 +180,10 @@ def member_summary(config: Any, history: list[dict], best_val_accuracy: float, b
   summary = {"status": "diverged" if error else "done",
              "best_val_accuracy": float(best_val_accuracy), "best_epoch": int(best_epoch),
              "epochs": len(history), "num_epochs": int(config.train.num_epochs),
-             "exported": "raw", "num_devices": 1, "backend": jax.default_backend(),
+             "exported": "raw", "backend": jax.default_backend(),
+             # several processes: the members trained data parallel over all their devices
+             "num_devices": jax.device_count() if jax.process_count() > 1 else 1,
+             "num_processes": jax.process_count(),
              "update_path": optim.fused.status(config.optimizer.name),
              "last": history[-1] if history else None,
              "best": next((h for h in history if h["epoch"] == int(best_epoch)), None),
