@@ -122,13 +122,10 @@ def single(cfg: ml_collections.ConfigDict, workdir: str, **kwargs) -> Run:
   diverged epoch are in ``metrics.jsonl``).
   """
   from research import train
-  from research.train import distributed
   try:
     result = train.train_and_evaluate(cfg, workdir, dataset=dataset(cfg), log=None, **kwargs)
-  except train.DivergenceError:
-    return Run(distributed.decide(read_history, workdir), "diverged", None)
-  # Several processes: a claim may read the run's files next; process 0 has written them.
-  distributed.barrier("playbook: run written")
+  except train.DivergenceError:   # (on every process, once process 0 has written the records)
+    return Run(read_history(workdir), "diverged", None)
   return Run(result.history, "done", result.state)
 
 

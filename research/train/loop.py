@@ -437,6 +437,9 @@ def finish(run: Run, status: str) -> dict:
   summary["phases_s"] = run.phases.rounded()
   if main:
     write_summary(run.workdir, summary)
+  if status != "interrupted":   # an interrupted process may be alone: it must not wait
+    # Every process returns once process 0 has written the run's files: callers read them next.
+    distributed.barrier("train_and_evaluate: the run's files are written")
   return summary
 
 
@@ -459,7 +462,8 @@ def train_and_evaluate(config: Any, workdir: str, *,
     started: when the caller started (``time.time()``), for the wall time and phases.
 
   Returns:
-    ``TrainResult(state, history, best_val_accuracy, workdir)``.
+    ``TrainResult(state, history, best_val_accuracy, workdir)``. With several processes each
+    returns (or raises ``DivergenceError``) once process 0 has written the run's files.
 
   Raises:
     ValueError: a bad config value (before anything is written).

@@ -403,7 +403,8 @@ def train_members(configs: Sequence[ml_collections.ConfigDict],
     configs: the members' experiment configs; they may differ only in :data:`VARYING_PATHS`.
     workdirs: optional, one per member: ``metrics.jsonl`` gets one row per epoch (a single
       run's epoch rows) and, when ``config.checkpoint.enabled``, the member's best-epoch state is
-      saved as a ``research.train`` checkpoint (``restore_best`` reads it).
+      saved as a ``research.train`` checkpoint (``restore_best`` reads it). With several
+      processes each returns once process 0 has written them.
     on_epoch_end: ``f(epoch, records) -> stop flags``: ``epoch`` 0-based; ``records[k]`` member
       k's record (keys as ``train_and_evaluate``'s history), None for a member already stopped; a
       True flag stops member k (e.g. pruning).
@@ -533,6 +534,8 @@ def train_members(configs: Sequence[ml_collections.ConfigDict],
       break
   if keep_best_state:
     _save_best(workdirs, best_state, best_acc, best_epoch)
+  if workdirs is not None:   # every process returns once process 0 has written the records
+    distributed.barrier("train_members: the records are written")
   return MembersResult(list(configs), experiment, state, history, best_acc, best_epoch,
                        best_variables, errors)
 
