@@ -70,17 +70,6 @@ def _plan():
   return root, axes, variants, units, cache
 
 
-def _counts(outcomes) -> str:
-  """``"2 done, 1 diverged; finished before: 4 done"``."""
-  def count(statuses):
-    return ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses))
-  trained = [o.status for o in outcomes if not o.status.startswith("skipped:")]
-  skipped = [o.status.split(":", 1)[1] for o in outcomes if o.status.startswith("skipped:")]
-  parts = ([count(trained)] if trained else []) + (
-      [f"finished before: {count(skipped)}"] if skipped else [])
-  return "; ".join(parts)
-
-
 def main() -> int:
   root, axes, variants, units, cache = _plan()
   from research import ablate, train
@@ -110,7 +99,7 @@ def main() -> int:
                                      log=lambda line: print(line, flush=True))
   except (ValueError, train.CheckpointError, train.ResumeError) as e:
     raise launch.UserError(str(e)) from None
-  print(f"\n{len(outcomes)} variants: {_counts(outcomes)}", flush=True)
+  print(f"\n{len(outcomes)} variants: {launcher.count_outcomes(outcomes)}", flush=True)
   runs = [compare.read_run(o.workdir) for o in outcomes]
   print(compare.format_table(compare.compare(runs)), flush=True)
   print(f"\nCSV, JSON and curves: python3 scripts/compare.py {root}/*", flush=True)

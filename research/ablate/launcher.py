@@ -55,6 +55,18 @@ class Outcome(NamedTuple):
   status: str
 
 
+def count_outcomes(outcomes: Sequence[Outcome]) -> str:
+  """``"2 done, 1 diverged; finished before: 4 done"``: this launch's statuses, then the skipped
+  variants' (finished by an earlier launch)."""
+  def count(statuses):
+    return ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses))
+  trained = [o.status for o in outcomes if not o.status.startswith("skipped:")]
+  skipped = [o.status.split(":", 1)[1] for o in outcomes if o.status.startswith("skipped:")]
+  parts = ([count(trained)] if trained else []) + (
+      [f"finished before: {count(skipped)}"] if skipped else [])
+  return "; ".join(parts)
+
+
 def variant_workdir(root: str, variant: Variant) -> str:
   return os.path.join(root, variant.name)
 
