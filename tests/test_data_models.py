@@ -158,6 +158,26 @@ def test_loss_gradient_matches_finite_differences():
               order=1, modes=["rev"], eps=1e-6, atol=1e-7, rtol=1e-7)
 
 
+def test_without_l2_the_penalty_is_not_in_the_loss_nor_its_gradient():
+  """l2 = 0 (the default): the loss is the data loss alone. ``data + 0.0 * penalty`` would turn a
+  penalty that overflows (weights ~1e20) into a NaN loss and gradient, and cost the step a pass
+  over every weight for a zero gradient; the penalty is still reported in aux."""
+  config = default.get_config().model
+  config.hidden_sizes = (4,)
+  model = models.create_model(config, 3, (4, 1, 1))
+  x = jax.random.normal(jax.random.PRNGKey(0), (6, 4, 1, 1))
+  y = jnp.asarray([0, 1, 2, 0, 1, 2])
+  params = model.init(jax.random.PRNGKey(1), x)["params"]
+  params["Dense_1"]["kernel"] = params["Dense_1"]["kernel"].at[0, 0].set(1e20)  # square: inf
+  loss_fn = train.make_loss_fn(model, l2=0.0)
+  (loss, aux), grads = jax.value_and_grad(
+      lambda p: loss_fn(p, {}, x, y, jax.random.PRNGKey(0), False), has_aux=True)(params)
+  assert np.isinf(float(aux["reg_loss"]))
+  assert float(loss) == float(aux["data_loss"]) and np.isfinite(float(loss))
+  data_grads = jax.grad(lambda p: train.cross_entropy(model.apply({"params": p}, x), y))(params)
+  chex.assert_trees_all_equal(grads, data_grads)
+
+
 @pytest.mark.parametrize("init, std, expected_std, expected_mean", [
     ("normal", 0.5, 0.5, 0.0), ("zeros", 0.5, 0.0, 0.0), ("constant", 0.5, 0.0, 0.5)])
 def test_init_schemes_of_any_scale_and_the_symmetric_ones(init, std, expected_std, expected_mean):
