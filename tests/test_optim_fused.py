@@ -387,3 +387,17 @@ def test_status_names_the_path_of_the_configured_rule():
   assert fused.status("nesterov_lookahead") == fused.status()
   assert fused.status("sgd") == "pure JAX (sgd: XLA's single loop measured faster than a kernel)"
   assert fused.status("lbfgs") == "pure JAX (lbfgs has no fused kernel)"
+
+
+def test_the_benchmark_limit_counts_every_word_a_rule_must_move():
+  """bench_optim's '% of the in-place limit' scales the 2-word yardstick by the rule's minimal
+  traffic: read p, g and the state, write p and the state (it once left out the gradient)."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  import pathlib  # pylint: disable=import-outside-toplevel
+  path = pathlib.Path(__file__).parents[1] / "scripts" / "bench" / "bench_optim.py"
+  spec = importlib.util.spec_from_file_location("bench_optim_under_test", path)
+  bench = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bench)
+  assert {name: bench.minimal_words(name) for name in bench.RULES} == {
+      "sgd": 3, "momentum": 5, "nesterov": 5, "nesterov_lookahead": 5, "adagrad": 5,
+      "rmsprop": 5, "adam": 7, "adam_uncorrected": 7}

@@ -183,6 +183,12 @@ def rule_sides(name: str, params: dict, grads: Any, torch_grads: list) -> dict[s
   return sides
 
 
+def minimal_words(name: str) -> int:
+  """Words per parameter that rule ``name`` must move: read ``p``, ``g`` and each state buffer,
+  write ``p`` and each state buffer (sgd 3, one state buffer 5, Adam 7)."""
+  return 3 + 2 * RULES[name][3]
+
+
 def make_limit(params: dict) -> JaxSide:
   """The in-place yardstick: ``x * c`` over the same tree, donated (2 words per parameter)."""
 
@@ -231,8 +237,7 @@ def bench_tree(millions: float, num_leaves: int) -> None:
     sides = rule_sides(name, params, grads, torch_grads)
     sides["limit"] = make_limit(params)
     times = time_interleaved(sides, FLAGS.steps, FLAGS.repeats, FLAGS.settle)
-    words = 2 + 2 * RULES[name][3]  # read p, g, state; write p, state
-    limit = float(np.median(times["limit"])) * words / 2
+    limit = float(np.median(times["limit"])) * minimal_words(name) / 2
     ratio = (f"{np.median(times['fused']) / np.median(times['torch fused']):.2f}"
              if "torch fused" in times else "-")
     print(f"{name:<19}{1e3 * limit:>9.1f}" + "".join(f"{cell(times.get(side)):>23}"
