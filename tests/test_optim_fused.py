@@ -206,6 +206,33 @@ def test_get_optimizer_path_uses_the_kernel_and_equals_pure(name, weight_decay):
   assert worst == 0, f"{name}: {worst} ulp from the pure-JAX rule"
 
 
+#: the plain rules with constant (Python float) hyperparameters, compiled into the step
+PLAIN_RULES = {
+    "sgd": lambda: optim.rules.sgd_rule(0.05),
+    "momentum": lambda: optim.rules.momentum_rule(0.05, 0.9),
+    "nesterov": lambda: optim.rules.nesterov_rule(0.05, 0.9),
+    "nesterov_lookahead": lambda: optim.rules.nesterov_lookahead_rule(0.05, 0.9),
+    "adagrad": lambda: optim.rules.adagrad_rule(0.05, 1e-8),
+    "rmsprop": lambda: optim.rules.rmsprop_rule(0.05, 0.99, 1e-8),
+    "adam": lambda: optim.rules.adam_rule(0.05, 0.9, 0.999, 1e-8),
+    "adam_uncorrected": lambda: optim.rules.adam_rule(0.05, 0.9, 0.999, 1e-8, False),
+}
+
+
+@needs_kernel
+@pytest.mark.parametrize("name", list(PLAIN_RULES))
+def test_plain_rule_with_constant_hyperparameters_uses_the_kernel(name):
+  """A plain rule (no hyperparameters in the state: they are constants of the program) applies
+  its update in the kernel too, to the pure rule's bits."""
+  rng = np.random.default_rng(5)
+  with jax.enable_x64(False):
+    tx = PLAIN_RULES[name]()
+    params = _tree(rng)
+    worst, used = _compare_steps(tx, params, tx.init(params), lambda _: _tree(rng), num_steps=6)
+  assert used == (name not in PURE_BY_CHOICE), "the plain rule's step misses the kernel"
+  assert worst == 0, f"{name}: {worst} ulp from the pure-JAX rule"
+
+
 @needs_kernel
 def test_update_is_in_place_with_donated_buffers():
   """With params and state donated, the kernel's outputs alias its inputs: the compiled step copies

@@ -47,6 +47,13 @@ def _cast_like(value: jax.Array, like: jax.Array) -> jax.Array:
 # ----------------------------------------------------------------------------- plain rules
 
 
+def _rule(init_fn: Callable, update_fn: Callable) -> optax.GradientTransformationExtraArgs:
+  """A plain rule whose ``update`` accepts ``research.optim.update_and_apply``'s request to write
+  ``params + delta`` in one fused pass (the same bits as ``update`` + ``optax.apply_updates``)."""
+  update_fn.fused_apply = True
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
 def sgd_rule(learning_rate: jax.Array) -> optax.GradientTransformation:
   """Vanilla SGD: ``x += -learning_rate * g``."""
 
@@ -62,7 +69,7 @@ def sgd_rule(learning_rate: jax.Array) -> optax.GradientTransformation:
                              extra_args.get(fused.APPLY_ARG, False))
     return deltas, state
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return _rule(init_fn, update_fn)
 
 
 class VelocityState(NamedTuple):
@@ -88,7 +95,7 @@ def momentum_rule(learning_rate: jax.Array, mu: jax.Array) -> optax.GradientTran
                                            extra_args)
     return deltas, VelocityState(velocity=velocity)
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return _rule(init_fn, update_fn)
 
 
 def _velocity_update(learning_rate, mu, grads, velocity, params, extra_args):
@@ -125,7 +132,7 @@ def nesterov_rule(learning_rate: jax.Array, mu: jax.Array) -> optax.GradientTran
                                        extra_args.get(fused.APPLY_ARG, False))
     return deltas, VelocityState(velocity=velocity)
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return _rule(init_fn, update_fn)
 
 
 class LookaheadState(NamedTuple):
@@ -154,7 +161,7 @@ def nesterov_lookahead_rule(learning_rate: jax.Array, mu: jax.Array,
     upcoming_mu = mu if next_mu is None else next_mu
     return deltas, LookaheadState(velocity=velocity, mu=jnp.asarray(upcoming_mu, state.mu.dtype))
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return _rule(init_fn, update_fn)
 
 
 def next_count_schedule(schedule: Any) -> Any:
@@ -187,7 +194,7 @@ def adagrad_rule(learning_rate: jax.Array, eps: jax.Array) -> optax.GradientTran
                                     (state.cache,), params, extra_args.get(fused.APPLY_ARG, False))
     return deltas, CacheState(cache=cache)
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return _rule(init_fn, update_fn)
 
 
 def rmsprop_rule(learning_rate: jax.Array, decay_rate: jax.Array,
@@ -208,7 +215,7 @@ def rmsprop_rule(learning_rate: jax.Array, decay_rate: jax.Array,
         (state.cache,), params, extra_args.get(fused.APPLY_ARG, False))
     return deltas, CacheState(cache=cache)
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return _rule(init_fn, update_fn)
 
 
 class AdamState(NamedTuple):
@@ -256,7 +263,7 @@ def adam_rule(learning_rate: jax.Array, beta1: jax.Array, beta2: jax.Array, eps:
         (state.m, state.v), params, extra_args.get(fused.APPLY_ARG, False))
     return deltas, AdamState(count=t, m=m, v=v)
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return _rule(init_fn, update_fn)
 
 
 def weights_only_mask(params: Params) -> Params:

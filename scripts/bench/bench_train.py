@@ -10,12 +10,12 @@ machine noise hits all variants alike):
   jitted with donation — the reference a researcher would write by hand;
 * ``ours``: ``research.train.make_train_step`` (TrainState, Nesterov-aware gradient point, our
   Adam with hyperparameters in the state), monitors off;
-* ``ours-fixed-hp``: the same step with the bare rule ``research.optim.rules.adam_rule``, its
-  hyperparameters compiled in as constants (``research.optim.adam`` and ``get_optimizer`` wrap
-  it in ``optax.inject_hyperparams``). The gap to ``ours`` is the price of keeping every
-  hyperparameter in the optimizer state (so schedules, reduce-on-plateau and population search
-  change them without recompiling): about ten more scalar buffers per call, which shows only on
-  steps short enough to be dispatch-bound;
+* ``ours-fixed-hp``: the same step with the plain rule ``research.optim.rules.adam_rule``, its
+  hyperparameters compiled in as constants (``research.optim.adam`` and ``get_optimizer`` keep
+  them in the optimizer state through ``optax.inject_hyperparams``, so that schedules,
+  reduce-on-plateau and population search change them without recompiling). Both rows apply the
+  update in the fused kernel; the gap between them is the price of hyperparameters in the state
+  (a few scalar operations per step on values read from the state instead of folded constants);
 * ``ours+monitors``: the training loop's pattern: the monitored step (update ratios, activation
   and gradient histograms) every ``--every`` steps, written by the background MetricsWriter;
 * ``plain-scan`` / ``ours-scan``: the same two steps, ``--scan`` of them per dispatch in one
@@ -80,7 +80,7 @@ def _jax_variants(config, dataset, batch, steps, every):
 
   tx = optim.get_optimizer(config.optimizer, steps_per_epoch=n // batch)
   ours_step = jax.jit(train.make_train_step(model, tx, config), donate_argnums=0)
-  # The bare rule (research.optim.rules.adam_rule): no optax.inject_hyperparams around it, so its
+  # The plain rule (research.optim.rules.adam_rule): no optax.inject_hyperparams around it, so its
   # hyperparameters are compiled in as constants (optim.adam itself injects them).
   fixed_tx = optim.rules.adam_rule(config.optimizer.learning_rate, config.optimizer.beta1,
                                    config.optimizer.beta2, config.optimizer.eps)
