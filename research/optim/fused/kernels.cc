@@ -51,12 +51,6 @@ constexpr int kMaxScalars = 6;
 constexpr int kMaxIn = 4;   // p, g, two state buffers
 constexpr int kMaxOut = 3;  // p' or delta, two state buffers
 constexpr int64_t kChunk = 1 << 15;
-#ifndef TRAINLAB_BLOCK_BYTES
-#define TRAINLAB_BLOCK_BYTES 4096
-#endif
-#ifndef TRAINLAB_AHEAD
-#define TRAINLAB_AHEAD 1
-#endif
 
 #if defined(__clang__)
 #define TRAINLAB_IVDEP _Pragma("clang loop vectorize(assume_safety)")
@@ -291,10 +285,6 @@ struct Job {
   const T* scalars[kMaxScalars];
   int64_t scalar_count[kMaxScalars];
 
-  static constexpr int64_t kLine = 64 / sizeof(T);
-  static constexpr int64_t kBlock = TRAINLAB_BLOCK_BYTES / sizeof(T);
-  static constexpr int64_t kAhead = TRAINLAB_AHEAD;
-
   void RunChunk(const Chunk& chunk) const {
     const Leaf<T>& leaf = leaves[chunk.leaf];
     int64_t i = chunk.begin;
@@ -306,24 +296,11 @@ struct Job {
       for (int k = 0; k < Rule::kScalars; ++k) {
         s[k] = scalars[k][scalar_count[k] == 1 ? 0 : member];
       }
-      // Blocks of one page per stream, the streams' next pages prefetched first (see kAhead).
-      for (int64_t block = i; block < segment_end; block += kBlock) {
-        const int64_t block_end = std::min(segment_end, block + kBlock);
-        if (kAhead > 0) {
-          const int64_t ahead = std::min(leaf.size, block_end + (kAhead - 1) * kBlock);
-          for (int k = 0; k < kMaxIn; ++k) {
-            if (leaf.in[k] == nullptr) continue;
-            for (int64_t e = block_end; e < ahead + kBlock && e < leaf.size; e += kLine) {
-              __builtin_prefetch(leaf.in[k] + e, 0, 3);
-            }
-          }
-        }
-        const T* in[kMaxIn];
-        T* out[kMaxOut];
-        for (int k = 0; k < kMaxIn; ++k) in[k] = leaf.in[k] ? leaf.in[k] + block : nullptr;
-        for (int k = 0; k < kMaxOut; ++k) out[k] = leaf.out[k] ? leaf.out[k] + block : nullptr;
-        run_segment(block_end - block, s, in, out);
-      }
+      const T* in[kMaxIn];
+      T* out[kMaxOut];
+      for (int k = 0; k < kMaxIn; ++k) in[k] = leaf.in[k] ? leaf.in[k] + i : nullptr;
+      for (int k = 0; k < kMaxOut; ++k) out[k] = leaf.out[k] ? leaf.out[k] + i : nullptr;
+      run_segment(segment_end - i, s, in, out);
       i = segment_end;
     }
   }
