@@ -39,6 +39,7 @@ import ml_collections
 from optuna.trial import TrialState
 
 from research.search import border as border_lib
+from research.search import journal as journal_lib
 from research.search import lock as lock_lib
 from research.search import results as results_lib
 from research.search import stages as stages_lib
@@ -205,7 +206,13 @@ def watch_stage(study, pool: WorkerPool | None, search_cfg, log: Log, poll_s: fl
   """Returns when no trial of the stage is waiting or running; fails the trials of dead workers
   (renaming their folders under ``search_dir``) and retries them with ``retry`` (default
   :class:`~research.search.study.RetryStaleTrial` with ``max_retries``); ``on_poll`` runs on
-  every look (the master refreshes its stamp there)."""
+  every look (the master refreshes its stamp and probes the store's lock there).
+
+  An ``on_poll`` slower than ``grace_s / 4`` means the store stalled (its lock held); heartbeats
+  are judged again only after the store has answered for ``grace_s`` since
+  (:func:`~research.search.study.is_dead`'s ``watched_s``). Any stall long enough to age a live
+  worker's heartbeat past ``grace_s`` blocks that probe for longer (for ``grace_s >= 4 poll_s``).
+  """
   reported: set[int] = set()
   grace_s = float(search_value(search_cfg, "grace_s"))
   pid_check = bool(search_value(search_cfg, "pid_check"))
@@ -218,11 +225,19 @@ def watch_stage(study, pool: WorkerPool | None, search_cfg, log: Log, poll_s: fl
 
   if search_dir is not None:
     clean_running_folders(study, search_dir)
+  watched_since = time.monotonic()  # a master that just started has seen no store yet
   while True:
     if on_poll is not None:
+      started = time.monotonic()
       on_poll()
+      if time.monotonic() - started > grace_s / 4:
+        watched_since = time.monotonic()
+        log(f"[master] the store stalled for {watched_since - started:.1f}s; trials are judged "
+            f"by their heartbeats again {grace_s:g}s from now")
     study_lib.fail_dead_trials(study, grace_s=grace_s, pid_check=pid_check, retry=retry,
-                               on_failed=on_failed, log=log)
+                               on_failed=on_failed, log=log,
+                               watched_s=(None if on_poll is None
+                                          else time.monotonic() - watched_since))
     trials = study.get_trials(deepcopy=False)
     for t in trials:
       if t.state.is_finished() and t.number not in reported:
@@ -349,7 +364,10 @@ def run_search(config: ml_collections.ConfigDict, search_dir: str, *, log: Log =
     lock_lib.write_stamp(search, search_dir)
     last_beat = [time.time()]
 
+    probe_store = journal_lib.lock_probe(url)
+
     def refresh_stamp():
+      probe_store()
       if time.time() - last_beat[0] >= heartbeat_s:
         lock_lib.write_stamp(search, search_dir)
         last_beat[0] = time.time()

@@ -30,8 +30,8 @@ store, so no two workers ever run the same trial:
   transitions rely, so every SQLite transaction here also starts with ``BEGIN IMMEDIATE`` (the
   database's write lock): Optuna's own state changes (``tell``, failing a trial) are then as
   atomic on SQLite as on PostgreSQL.
-* journal: every state change is a record appended under the journal's file lock and replayed in
-  the file's order by every process; the first ``WAITING -> RUNNING`` record of a trial wins, and
+* journal: every state change is a record appended under the journal's file lock (an ``flock``
+  that dies with its process: ``journal.py``) and replayed in the file's order by every process; the first ``WAITING -> RUNNING`` record of a trial wins, and
   only the process that wrote it owns the trial (Optuna's ``set_trial_state_values``).
 
 Liveness (:func:`fail_dead_trials`): a RUNNING trial is failed when
@@ -42,7 +42,12 @@ Liveness (:func:`fail_dead_trials`): a RUNNING trial is failed when
   clock into ``trial_heartbeats``); the journal store has no Optuna heartbeat, so the worker stamps
   a ``heartbeat`` user attribute (wall clock);
 * it has no heartbeat at all and started more than ``grace_s`` ago (a worker that died between
-  claiming a journal trial and stamping it).
+  claiming a journal trial and stamping it);
+
+and the two heartbeat rules apply only once the master has seen the store answer for more than
+``grace_s`` since its last stall (``watched_s``): while the store is stalled (a lock held by a
+process that hangs, or Optuna's symlink lock left by a killed process where there is no
+``flock``: ``journal.py``) no live worker's heartbeat can land either.
 
 A failed trial is re-enqueued by :class:`RetryStaleTrial`, Optuna's
 ``RetryHeartbeatStaleTrialCallback`` (also configured as the SQL storage's
@@ -235,9 +240,9 @@ def open_storage(url: str, *, heartbeat_s: float | None = None, grace_s: float |
   """
   path = journal_path(url)
   if path is not None:
-    from optuna.storages.journal import JournalFileBackend
+    from research.search.journal import journal_backend
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    return optuna.storages.JournalStorage(JournalFileBackend(path))
+    return optuna.storages.JournalStorage(journal_backend(path))
   kwargs: dict[str, Any] = {}
   if heartbeat_s is not None:
     kwargs = dict(heartbeat_interval=heartbeat_s, grace_period=grace_s,
@@ -470,7 +475,7 @@ def _rdb_heartbeat_ages(backend: optuna.storages.RDBStorage, study_id: int
 
 def is_dead(trial: optuna.trial.FrozenTrial, *, grace_s: float, heartbeat_age_s: float | None,
             pid_check: bool = True, host: str | None = None,
-            now: datetime.datetime | None = None) -> str | None:
+            now: datetime.datetime | None = None, watched_s: float | None = None) -> str | None:
   """Why a RUNNING trial's worker is gone, or None while it seems alive.
 
   Args:
@@ -479,12 +484,18 @@ def is_dead(trial: optuna.trial.FrozenTrial, *, grace_s: float, heartbeat_age_s:
     heartbeat_age_s: seconds since its last heartbeat, None when it has none.
     pid_check: a worker on this host whose pid is gone is dead at once.
     host: this host's name (default ``socket.gethostname()``); now: the local time.
+    watched_s: for how long the caller has seen the store answer without stalling (None: not
+      tracked). A stalled store holds back every worker's heartbeat, so a stale heartbeat proves
+      nothing until the store has answered for more than ``grace_s``; the pid check needs no
+      store and still applies.
   """
   worker = trial.user_attrs.get("worker", "")
   host = socket.gethostname() if host is None else host
   worker_host, _, pid = worker.rpartition(":")
   if pid_check and worker_host == host and pid.isdigit() and not pid_alive(int(pid)):
     return f"worker {worker} exited"
+  if watched_s is not None and watched_s <= grace_s:
+    return None
   if heartbeat_age_s is not None:
     if heartbeat_age_s > grace_s:
       return f"no heartbeat from worker {worker or '?'} for {heartbeat_age_s:.0f}s"
@@ -504,8 +515,8 @@ class DeadTrial(NamedTuple):
   reason: str
 
 
-def dead_trials(study: optuna.Study, *, grace_s: float, pid_check: bool = True
-                ) -> list[DeadTrial]:
+def dead_trials(study: optuna.Study, *, grace_s: float, pid_check: bool = True,
+                watched_s: float | None = None) -> list[DeadTrial]:
   """The RUNNING trials of ``study`` whose worker is gone (see :func:`is_dead`)."""
   running = study._storage.get_all_trials(_study_id(study), deepcopy=False,
                                           states=(TrialState.RUNNING,))
@@ -523,7 +534,7 @@ def dead_trials(study: optuna.Study, *, grace_s: float, pid_check: bool = True
     if trial._trial_id not in ages:  # finished since the first read
       continue
     reason = is_dead(trial, grace_s=grace_s, heartbeat_age_s=ages[trial._trial_id],
-                     pid_check=pid_check)
+                     pid_check=pid_check, watched_s=watched_s)
     if reason is not None:
       dead.append(DeadTrial(trial, reason))
   return dead
@@ -568,16 +579,18 @@ class RetryStaleTrial(optuna.storages.RetryHeartbeatStaleTrialCallback):
 def fail_dead_trials(study: optuna.Study, *, grace_s: float = 300.0, pid_check: bool = True,
                      retry: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
                      on_failed: Callable[[optuna.trial.FrozenTrial, str], None] | None = None,
-                     log: Log | None = None) -> list[int]:
+                     log: Log | None = None, watched_s: float | None = None) -> list[int]:
   """Marks FAILED the RUNNING trials whose worker is gone; returns their numbers.
 
   For each: ``fail_reason`` is stamped, the trial is failed (atomic: of several processes doing
   this at once, one wins and only that one goes on), ``on_failed(trial, reason)`` runs (the
   master renames the trial's folder), then ``retry(study, trial)`` (e.g. :class:`RetryStaleTrial`).
+  ``watched_s``: see :func:`is_dead`.
   """
   storage = study._storage
   failed = []
-  for trial, reason in dead_trials(study, grace_s=grace_s, pid_check=pid_check):
+  for trial, reason in dead_trials(study, grace_s=grace_s, pid_check=pid_check,
+                                   watched_s=watched_s):
     try:
       storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
       storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
