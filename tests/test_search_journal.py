@@ -6,6 +6,7 @@ no lock, failed the three live trials whose heartbeats could not land (each then
 """
 import errno
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -76,6 +77,15 @@ def test_two_threads_of_one_process_exclude_each_other(tmp_path):
   lock.release()
   thread.join(timeout=10)
   assert order == ["first", "second"]
+
+
+def test_a_journal_storage_pickles_to_another_process_without_its_lock(tmp_path):
+  storage = study_lib.open_storage(f"journal:{tmp_path}/s.journal")
+  storage._backend._lock.acquire()
+  copy = pickle.loads(pickle.dumps(storage))
+  storage._backend._lock.release()
+  study_lib.create_or_load(copy, "s").set_user_attr("x", 2)
+  assert study_lib.load(storage, "s").user_attrs["x"] == 2
 
 
 def test_release_without_acquire_is_an_error(tmp_path):

@@ -38,6 +38,13 @@ class FlockLock:
     self.path = journal_file + LOCK_SUFFIX
     self._held = threading.local()
 
+  def __getstate__(self) -> dict:  # a storage sent to another process holds no lock there
+    return {"path": self.path}
+
+  def __setstate__(self, state: dict) -> None:
+    self.path = state["path"]
+    self._held = threading.local()
+
   def acquire(self) -> bool:
     fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
     try:

@@ -31,8 +31,9 @@ store, so no two workers ever run the same trial:
   database's write lock): Optuna's own state changes (``tell``, failing a trial) are then as
   atomic on SQLite as on PostgreSQL.
 * journal: every state change is a record appended under the journal's file lock (an ``flock``
-  that dies with its process: ``journal.py``) and replayed in the file's order by every process; the first ``WAITING -> RUNNING`` record of a trial wins, and
-  only the process that wrote it owns the trial (Optuna's ``set_trial_state_values``).
+  that dies with its process: ``journal.py``) and replayed in the file's order by every process;
+  the first ``WAITING -> RUNNING`` record of a trial wins, and only the process that wrote it owns
+  the trial (Optuna's ``set_trial_state_values``).
 
 Liveness (:func:`fail_dead_trials`): a RUNNING trial is failed when
 
