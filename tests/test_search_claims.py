@@ -187,6 +187,56 @@ def test_sigterm_while_the_master_enqueues_then_continue(tmp_path):
   assert f"({before} were already enqueued)" in lines[1]
 
 
+# A master whose SIGTERM arrives inside a store transaction: a SQLAlchemy listener sends it from
+# within the argv[3]-th commit of the process (before the database commits), under the handler
+# every entry point installs.
+MASTER_SIGNALLED_IN_A_COMMIT = textwrap.dedent("""
+    import json, os, signal, sys
+    import ml_collections, sqlalchemy
+    from research.launch import entry
+    from research.search import master
+    config = ml_collections.ConfigDict(json.load(open(sys.argv[1])))
+    signal.signal(signal.SIGTERM, entry._interrupt)
+    commits = [0]
+
+    @sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "commit")
+    def signal_in_commit(connection):
+      commits[0] += 1
+      if commits[0] == int(sys.argv[3]):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    try:
+      master.run_search(config, sys.argv[2], log=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+      sys.exit(130)
+""")
+
+
+@pytest.mark.parametrize("commit", [30, 90])
+def test_sigterm_inside_a_store_transaction_stops_the_master_between_two(tmp_path, commit):
+  """Before: the interrupt, raised inside the commit, left the transaction open with SQLite's
+  write lock; the master's clean-up write (clearing its stamp) then waited 120 s for it (5 of 40
+  masters signalled at random moments hung). Now the master stops at the next trial: exit 130 at
+  once, its stamp cleared, and the same command continues."""
+  config = synthetic_config(trials=(200,))
+  search_dir = tmp_path / "search"
+  path = write_config(config, tmp_path / "config.json")
+  proc = subprocess.run([sys.executable, "-c", MASTER_SIGNALLED_IN_A_COMMIT, path,
+                         str(search_dir), str(commit)], capture_output=True, text=True,
+                        env=env(), cwd=ROOT, timeout=60)
+  assert proc.returncode == 130, proc.stdout + proc.stderr
+  assert "enqueueing 200 trials" in proc.stdout and "200 trials x" not in proc.stdout
+  storage = study_lib.open_storage(f"sqlite:///{search_dir}/study.db")
+  assert study_lib.load(storage, "test").user_attrs["master"] is None  # the clean-up ran
+  before = len(study_lib.load(storage, "test/stage0").get_trials())
+  assert 0 < before < 200
+  opened = master.open_search(config, str(search_dir))
+  with _unsynced_sqlite(opened.storage):
+    study = master.prepare_stage(opened.storage, opened.name, opened.stages[0], opened.space,
+                                 config.search, 0, log=lambda _: None)
+  assert sorted(t.user_attrs["slot"] for t in study.get_trials()) == list(range(200))
+
+
 def test_second_master_is_refused_and_a_dead_ones_lock_is_taken_over(tmp_path):
   config = synthetic_config(trials=(4,), storage=f"journal:{tmp_path}/store.journal")
   path = write_config(config, tmp_path / "config.json")

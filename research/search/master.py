@@ -38,6 +38,7 @@ from typing import Any, Callable, NamedTuple
 import ml_collections
 from optuna.trial import TrialState
 
+from research.launch import signals as signals_lib
 from research.search import border as border_lib
 from research.search import journal as journal_lib
 from research.search import lock as lock_lib
@@ -343,11 +344,32 @@ def run_search(config: ml_collections.ConfigDict, search_dir: str, *, log: Log =
                launch_workers: bool = True, plan: SearchPlan | None = None) -> SearchReport:
   """Runs (or continues) the coarse-to-fine search of ``config.search``; see the module doc.
 
+  Ctrl-C / SIGTERM stop it between two store operations, never inside one
+  (:func:`research.launch.signals.deferred_stop`): a transaction cut in the middle kept SQLite's
+  write lock and hung the master's clean-up.
+
   Raises:
     ValueError: a bad config value (nothing was written).
     SearchLocked: another master runs this search (nothing was written).
     SearchFailed: the search cannot go on (every local worker died).
+    KeyboardInterrupt: stopped by Ctrl-C / SIGTERM (workers stopped, stamp cleared).
   """
+  with signals_lib.deferred_stop() as stop:
+    return _run_search(config, search_dir, log, launch_workers, plan, stop)
+
+
+def _enqueue_until_stopped(stop: signals_lib.Stop) -> Callable[..., None]:
+  """``prepare_stage``'s ``enqueue``: one trial at a time, stopping between two."""
+  def enqueue(study, points, user_attrs):
+    for point, attrs in zip(points, user_attrs):
+      stop.check()
+      study_lib.enqueue(study, [point], [attrs])
+  return enqueue
+
+
+def _run_search(config: ml_collections.ConfigDict, search_dir: str, log: Log,
+                launch_workers: bool, plan: SearchPlan | None,
+                stop: signals_lib.Stop) -> SearchReport:
   search_cfg = config.search
   plan = plan or validate_search_config(config, search_dir)
   os.makedirs(search_dir, exist_ok=True)
@@ -367,6 +389,7 @@ def run_search(config: ml_collections.ConfigDict, search_dir: str, *, log: Log =
     probe_store = journal_lib.lock_probe(url)
 
     def refresh_stamp():
+      stop.check()
       probe_store()
       if time.time() - last_beat[0] >= heartbeat_s:
         lock_lib.write_stamp(search, search_dir)
@@ -382,7 +405,9 @@ def run_search(config: ml_collections.ConfigDict, search_dir: str, *, log: Log =
     warnings: list[str] = []
     num_workers = int(search_value(search_cfg, "num_workers"))
     for stage in opened.stages:
-      study = prepare_stage(storage, name, stage, opened.space, search_cfg, int(config.seed), log)
+      stop.check()
+      study = prepare_stage(storage, name, stage, opened.space, search_cfg, int(config.seed), log,
+                            enqueue=_enqueue_until_stopped(stop))
       pending = study_lib.counts(study)
       if (pool is None and launch_workers and num_workers > 0
           and pending["WAITING"] + pending["RUNNING"]):  # started once there is work
