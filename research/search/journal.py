@@ -23,6 +23,8 @@ from typing import Callable
 
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
+from research.search.study import journal_path
+
 LOCK_SUFFIX = ".flock"
 #: errno values of a filesystem without ``flock``.
 NO_FLOCK = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
@@ -79,23 +81,26 @@ def has_flock(journal_file: str) -> bool:
   return True
 
 
-def journal_backend(journal_file: str) -> JournalFileBackend:
-  """Optuna's journal file backend with :class:`FlockLock` (Optuna's symlink lock where the
-  filesystem has no ``flock``)."""
-  lock = (FlockLock(journal_file) if has_flock(journal_file)
+def journal_lock(journal_file: str) -> FlockLock | JournalFileSymlinkLock:
+  """The journal's lock: :class:`FlockLock`, Optuna's symlink lock where the filesystem has no
+  ``flock``."""
+  return (FlockLock(journal_file) if has_flock(journal_file)
           else JournalFileSymlinkLock(journal_file))
-  return JournalFileBackend(journal_file, lock_obj=lock)
+
+
+def journal_backend(journal_file: str) -> JournalFileBackend:
+  """Optuna's journal file backend with :func:`journal_lock`."""
+  return JournalFileBackend(journal_file, lock_obj=journal_lock(journal_file))
 
 
 def lock_probe(url: str) -> Callable[[], None]:
   """For a ``journal:`` store URL, a function that takes and drops the journal's lock (the
   master times it to tell a stalled store: :func:`research.search.master.watch_stage`); a no-op
   for SQL stores, whose locks die with their connection."""
-  from research.search.study import journal_path
   path = journal_path(url)
   if path is None:
     return lambda: None
-  lock = FlockLock(path) if has_flock(path) else JournalFileSymlinkLock(path)
+  lock = journal_lock(path)
 
   def probe() -> None:
     lock.acquire()

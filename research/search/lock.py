@@ -14,7 +14,6 @@ A refused master raises :class:`SearchLocked` (one line: who holds the search an
 """
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 import socket
@@ -22,6 +21,7 @@ import time
 from typing import Any
 
 from research.search import study as study_lib
+from research.search.journal import NO_FLOCK
 
 LOCK_FILE = "master.lock"
 STAMP = "master"
@@ -72,7 +72,7 @@ class MasterLock:
           f"{_holder(self.path)}; stop that master first (Ctrl-C; the same command continues "
           f"the search), or if it is dead on another machine, delete {self.path}") from None
     except OSError as err:
-      if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+      if err.errno not in NO_FLOCK:
         os.close(fd)
         raise
       # No flock on this filesystem: the recorded host:pid decides.
