@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 from optuna.storages.journal import JournalFileSymlinkLock
 from optuna.trial import TrialState
@@ -135,9 +136,9 @@ def test_the_master_does_not_fail_live_trials_while_the_store_is_stalled(tmp_pat
   def live_worker():  # another process's view of the store
     store = study_lib.open_storage(url)
     holder.wait(timeout=30)
-    threading.Event().wait(0.5)
+    time.sleep(0.5)
     study_lib.record_heartbeat(store, trial._trial_id)
-    threading.Event().wait(0.5)
+    time.sleep(0.5)
     store.set_trial_state_values(trial._trial_id, TrialState.COMPLETE, [0.5])
 
   worker = threading.Thread(target=live_worker)
